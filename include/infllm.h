@@ -1,0 +1,301 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * infllm.h -- the one public header of libinfllm, a C implementation of InfLLM-V2
+ * (arXiv 2509.24663), the dense-sparse switchable attention of MiniCPM4/4.1.
+ *
+ * Overview
+ *   Keys are mean-pooled into compressed keys; every query token scores 64-token blocks through
+ *   them (summed over the query heads of its GQA group) and attends only to the top blocks plus
+ *   the first block and a local window ("stage 1" selects, "stage 2" attends). Short inputs use
+ *   plain dense causal attention, long ones switch to sparse. docs/design.md explains the layout
+ *   of the library; ../shared/docs/infllmv2.md is the algorithm this code implements.
+ *
+ * Conventions that hold for every function below
+ *   - Every fallible call returns enum ifl_status; on failure ifl_ctx_errmsg(ctx) names the
+ *     function, the argument and what was expected. The library never exits or aborts on a
+ *     caller's mistake.
+ *   - On any error no output byte is written (validation and allocation happen first).
+ *   - Outputs are overwritten, never accumulated. Outputs may not overlap any input or each other.
+ *   - Argument order: ctx, config, batch, inputs..., outputs...
+ *   - Calls are synchronous. A context is not thread-safe; separate contexts are independent.
+ *
+ * Shapes (one packed "varlen" batch of sequences, as in FlashAttention's varlen API)
+ *   q, out, dout, dq : [Tq, Hq, D]       Tq = total query tokens of all sequences
+ *   k, v, dk, dv     : [Tk, Hkv, D]      Tk = total key tokens of all sequences
+ *   lse              : [Tq, Hq]          natural-log sum of exp of the scaled scores, f32 or f64
+ *   sel              : [Hkv, Tq, K]      int32 block indices of each (KV head, query token) row,
+ *                                        ascending, -1 padding at the end
+ *   Hq must be a multiple of Hkv (G = Hq/Hkv query heads share one KV head: head h uses KV head
+ *   h / G). 1 <= D <= 256. The last dimension of every tensor must be contiguous (stride 1);
+ *   other strides are free (in elements, non-negative), so views into larger buffers need no copy.
+ *
+ * Positions and the past offset
+ *   Sequence s has Tq_s queries and Tk_s >= Tq_s keys; its past is Tk_s - Tq_s. Its queries sit at
+ *   absolute positions past..past+Tq_s-1 and query i sees keys 0..past+i (causal, bottom-right
+ *   aligned). So a chunk of a longer prompt, or a single decode token, is the same call with a
+ *   larger past; it gives exactly the rows a full prefill gives.
+ */
+#ifndef INFLLM_H
+#define INFLLM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define IFL_VERSION_MAJOR  0
+#define IFL_VERSION_MINOR  1
+#define IFL_VERSION_PATCH  0
+#define IFL_VERSION_STRING "0.1.0"
+
+#define IFL_MAX_HEAD_DIM 256 /* largest supported D */
+
+/* ==== Status codes ==== */
+
+enum ifl_status {
+    IFL_STATUS_OK = 0,
+    IFL_STATUS_INVALID_ARG,   /* NULL pointer, bad config value, NaN/Inf input, bad selection */
+    IFL_STATUS_SHAPE,         /* a tensor's rank, dimension or stride does not fit the others */
+    IFL_STATUS_DTYPE,         /* a tensor's dtype is not one this argument accepts */
+    IFL_STATUS_UNSUPPORTED,   /* valid, but this backend or build cannot do it */
+    IFL_STATUS_OUT_OF_MEMORY, /* an allocation failed; nothing was written */
+    IFL_STATUS_DEVICE,        /* a device (GPU) runtime error */
+    IFL_STATUS_CAPACITY,      /* a fixed-size object (KV cache) is full */
+    IFL_STATUS_IO,            /* reading or writing a file failed */
+    IFL_STATUS_BAD_FORMAT,    /* a file is malformed */
+    IFL_STATUS_INTERNAL,      /* a bug in libinfllm: please report it */
+};
+
+/* Static, never NULL: "ok", "invalid argument", ... ("unknown status" for other values). */
+const char *ifl_status_str(enum ifl_status status);
+
+/* Library version, e.g. "0.1.0". */
+const char *ifl_version(void);
+
+/* ==== Tensors ==== */
+
+enum ifl_dtype {
+    IFL_DTYPE_F64,  /* IEEE double */
+    IFL_DTYPE_F32,  /* IEEE single */
+    IFL_DTYPE_F16,  /* IEEE half (binary16), stored as uint16_t */
+    IFL_DTYPE_BF16, /* bfloat16 (top 16 bits of a float), stored as uint16_t */
+    IFL_DTYPE_I32,  /* int32_t: block indices only */
+};
+
+#define IFL_MAX_DIMS 4
+
+/* A tensor descriptor: it does not own its data. shape[i] and stride[i] (in elements) for
+ * i < ndim; the rest is ignored. Element (i0, i1, i2) sits at data + (i0*stride[0] + i1*stride[1]
+ * + i2*stride[2]) * ifl_dtype_size(dtype) bytes. */
+struct ifl_tensor {
+    void          *data;
+    enum ifl_dtype dtype;
+    int            ndim;
+    int64_t        shape[IFL_MAX_DIMS];
+    int64_t        stride[IFL_MAX_DIMS];
+};
+
+/* A contiguous (C order) descriptor of ndim (1..4) dimensions. Pure; never fails. */
+struct ifl_tensor ifl_tensor_make(void *data, enum ifl_dtype dtype, int ndim, const int64_t *shape);
+
+/* Size of one element in bytes (0 for an unknown dtype). */
+size_t ifl_dtype_size(enum ifl_dtype dtype);
+
+/* "f64", "f32", "f16", "bf16", "i32" ("?" for unknown). */
+const char *ifl_dtype_name(enum ifl_dtype dtype);
+
+/* Conversions used by the library (round to nearest even; NaN stays NaN). */
+float    ifl_f16_to_f32(uint16_t h);
+uint16_t ifl_f32_to_f16(float f);
+float    ifl_bf16_to_f32(uint16_t b);
+uint16_t ifl_f32_to_bf16(float f);
+
+/* ==== Context ==== */
+
+enum ifl_backend {
+    IFL_BACKEND_REF,  /* float64, scalar, single-threaded: the executable specification */
+    IFL_BACKEND_CPU,  /* optimized CPU backend (not in this build yet) */
+    IFL_BACKEND_CUDA, /* NVIDIA Hopper backend (not in this build yet) */
+};
+
+/* "ref", "cpu", "cuda" ("?" for unknown). */
+const char *ifl_backend_name(enum ifl_backend backend);
+
+/* 1 if this build can create a context for the backend, else 0. */
+int ifl_backend_available(enum ifl_backend backend);
+
+struct ifl_ctx_params {
+    enum ifl_backend backend;      /* default IFL_BACKEND_REF */
+    int              n_threads;    /* 0 = all cores (the ref backend always uses one) */
+    int              check_finite; /* 1 (default): ops refuse inputs holding NaN or Inf with
+                                      IFL_STATUS_INVALID_ARG and the position of the first one;
+                                      0 skips the scan (it reads every input once) */
+};
+
+struct ifl_ctx_params ifl_ctx_params_default(void);
+
+/* The context: backend choice, scratch and the last error message. Opaque. */
+struct ifl_ctx;
+
+/* Creates a context. *out is set to NULL on failure. Errors: INVALID_ARG (params or out NULL,
+ * n_threads < 0, unknown backend), UNSUPPORTED (backend not in this build), OUT_OF_MEMORY.
+ * A failure here has no context to carry a message; ifl_status_str() describes it. */
+enum ifl_status ifl_ctx_create(const struct ifl_ctx_params *params, struct ifl_ctx **out);
+
+/* Frees the context; NULL is a harmless no-op. */
+void ifl_ctx_destroy(struct ifl_ctx *ctx);
+
+/* The message of the last failed call on ctx ("" after a success). Never NULL: for a NULL or
+ * destroyed context it returns a static message saying so. */
+const char *ifl_ctx_errmsg(const struct ifl_ctx *ctx);
+
+/* ==== Sparse configuration ==== */
+
+enum ifl_lse_mode {
+    IFL_LSE_APPROX, /* stage-1 normaliser over the coarse compressed keys (MiniCPM4.1 default) */
+    IFL_LSE_EXACT,  /* stage-1 normaliser over the fine compressed keys */
+};
+
+/* InfLLM-V2's knobs. Start from ifl_sparse_config_default() and override fields. */
+struct ifl_sparse_config {
+    int32_t           block_size;           /* BS, tokens per KV block (64) */
+    int32_t           kernel_size;          /* tokens per fine compressed key (32) */
+    int32_t           kernel_stride;        /* fine compressed-key stride (16) */
+    int32_t           coarse_kernel_size;   /* tokens per coarse compressed key (128) */
+    int32_t           coarse_kernel_stride; /* coarse compressed-key stride (64) */
+    int32_t           init_blocks;          /* leading "sink" blocks always selected (1) */
+    int32_t           window_size;          /* local window in tokens, a multiple of block_size:
+                                               the query's block and window_size/block_size
+                                               blocks before it are always selected (2048) */
+    int32_t           topk;                 /* dynamic budget; a row lists at most
+                                               topk + window_size/block_size blocks (64) */
+    int64_t           dense_len;            /* sequences with fewer keys run dense; -1 = always
+                                               sparse (8192) */
+    enum ifl_lse_mode lse_mode;             /* IFL_LSE_APPROX */
+    double            scale;                /* softmax scale of both stages; 0 = 1/sqrt(D) */
+};
+
+/* MiniCPM4.1's values: 64, 32/16, 128/64, 1, 2048, 64, 8192, approx, 1/sqrt(D). */
+struct ifl_sparse_config ifl_sparse_config_default(void);
+
+/* Checks a config on its own (the ops check it too). Rules: every size > 0; block_size and
+ * kernel_size multiples of kernel_stride; coarse_kernel_size a multiple of coarse_kernel_stride;
+ * init_blocks >= 0; window_size >= 0 and a multiple of block_size; topk >= init_blocks + 1;
+ * dense_len >= 0 or -1; scale finite and >= 0; lse_mode known. Errors: INVALID_ARG. */
+enum ifl_status ifl_sparse_config_check(struct ifl_ctx *ctx, const struct ifl_sparse_config *cfg);
+
+/* Number of compressed keys of n_keys tokens: complete windows only,
+ * n_keys >= kernel ? (n_keys - kernel) / stride + 1 : 0. (10000 keys, 32/16 -> 624; 128/64 -> 155.) */
+int64_t ifl_compressed_len(int64_t n_keys, int32_t kernel_size, int32_t kernel_stride);
+
+/* Width K of a selection row for a sequence of n_keys keys:
+ * min(topk + window_size/block_size, ceil(n_keys/block_size)). */
+int64_t ifl_select_width(const struct ifl_sparse_config *cfg, int64_t n_keys);
+
+/* ==== Batches ==== */
+
+/* A packed batch of sequences of different lengths. Sequence s owns query rows
+ * cu_seqlens_q[s] .. cu_seqlens_q[s+1]-1 and key rows cu_seqlens_k[s] .. cu_seqlens_k[s+1]-1;
+ * both arrays have n_seqs+1 entries, start at 0, never decrease and end at the tensors' row
+ * counts; every sequence needs at least as many keys as queries. Wherever a function takes
+ * `const struct ifl_batch *batch`, NULL means one sequence spanning all rows. */
+struct ifl_batch {
+    int32_t        n_seqs;
+    const int32_t *cu_seqlens_q; /* [n_seqs + 1] */
+    const int32_t *cu_seqlens_k; /* [n_seqs + 1] */
+};
+
+/* ==== Operations ====
+ * Common to all: q, k, v share one dtype among f64/f32/f16/bf16; float outputs may be any of
+ * those four, lse f32 or f64, sel i32. cfg NULL means ifl_sparse_config_default().
+ * Errors common to all: INVALID_ARG (ctx/tensor NULL, NULL data, bad config, bad batch, NaN/Inf
+ * in an input when check_finite is on, overlapping outputs), SHAPE, DTYPE, OUT_OF_MEMORY. */
+
+/* Compressed keys (spec §2.1). c1[j] = mean(k[j*kernel_stride .. +kernel_size-1]) per sequence
+ * and KV head, complete windows only; c2 likewise with the coarse kernel. Rows are packed by
+ * sequence: sequence s contributes ifl_compressed_len(Tk_s, ...) rows, in order.
+ *   k : [Tk, Hkv, D]     c1 : [N1, Hkv, D]     c2 : [N2, Hkv, D] or NULL
+ * N1 (N2) must equal the sum over sequences; a batch with no complete window at all has no rows,
+ * so pass NULL for that output. */
+enum ifl_status ifl_compress_keys(struct ifl_ctx *ctx, const struct ifl_sparse_config *cfg,
+                                  const struct ifl_batch *batch, const struct ifl_tensor *k,
+                                  const struct ifl_tensor *c1, const struct ifl_tensor *c2);
+
+/* Stage 1: block selection (spec §2, Design B). For each query token and KV head: scores against
+ * the visible fine compressed keys, normalised per query head (exactly, or through the coarse
+ * keys), summed over the group, max-pooled onto the blocks each key overlaps; the init blocks and
+ * the query's block with window_size/block_size blocks before it are forced; the
+ * ifl_select_width(cfg, Tk_s) best blocks are kept (ties to the smaller index), those after the
+ * query's block dropped, the rest sorted ascending and padded with -1.
+ *   q : [Tq, Hq, D]   k : [Tk, Hkv, D]   sel : [Hkv, Tq, K] i32 with K >= the width of every
+ *   sequence (extra columns get -1).
+ * Memory is O(Tk) per query row; no score matrix is materialised. */
+enum ifl_status ifl_select(struct ifl_ctx *ctx, const struct ifl_sparse_config *cfg,
+                           const struct ifl_batch *batch, const struct ifl_tensor *q,
+                           const struct ifl_tensor *k, const struct ifl_tensor *sel);
+
+/* Stage 2: attention of each query token over the tokens of its selected blocks, causal inside
+ * the query's own block (keys after the query are never seen).
+ *   sel : [Hkv, Tq, K] i32, each row strictly ascending block indices of its sequence
+ *         (0 <= b < ceil(Tk_s/block_size)) followed by -1 padding; any K >= 1.
+ *   out : [Tq, Hq, D]   lse : [Tq, Hq] or NULL. A row that sees no key gets out 0, lse -inf.
+ * Errors also: INVALID_ARG for a malformed sel row (the message gives its position). */
+enum ifl_status ifl_sparse_attn_fwd(struct ifl_ctx *ctx, const struct ifl_sparse_config *cfg,
+                                    const struct ifl_batch *batch, const struct ifl_tensor *q,
+                                    const struct ifl_tensor *k, const struct ifl_tensor *v,
+                                    const struct ifl_tensor *sel, const struct ifl_tensor *out,
+                                    const struct ifl_tensor *lse);
+
+/* Dense causal attention (uses only cfg->scale).  out : [Tq, Hq, D]   lse : [Tq, Hq] or NULL. */
+enum ifl_status ifl_dense_attn_fwd(struct ifl_ctx *ctx, const struct ifl_sparse_config *cfg,
+                                   const struct ifl_batch *batch, const struct ifl_tensor *q,
+                                   const struct ifl_tensor *k, const struct ifl_tensor *v,
+                                   const struct ifl_tensor *out, const struct ifl_tensor *lse);
+
+enum ifl_mode {
+    IFL_MODE_DENSE,
+    IFL_MODE_SPARSE,
+};
+
+/* The switchable InfLLM-V2 forward: each sequence runs dense when cfg->dense_len != -1 and
+ * Tk_s < dense_len, else ifl_select followed by ifl_sparse_attn_fwd.
+ *   out : [Tq, Hq, D]   lse : [Tq, Hq] or NULL
+ *   sel : [Hkv, Tq, K] or NULL: receives the selection of sparse sequences (rows of dense ones
+ *         are all -1); K must cover the widths of the sparse sequences.
+ *   modes : n_seqs entries (1 when batch is NULL) or NULL: the mode each sequence ran. */
+enum ifl_status ifl_infllmv2_fwd(struct ifl_ctx *ctx, const struct ifl_sparse_config *cfg,
+                                 const struct ifl_batch *batch, const struct ifl_tensor *q,
+                                 const struct ifl_tensor *k, const struct ifl_tensor *v,
+                                 const struct ifl_tensor *out, const struct ifl_tensor *lse,
+                                 const struct ifl_tensor *sel, enum ifl_mode *modes);
+
+/* Backward of ifl_sparse_attn_fwd with the selection held fixed (selection has no gradient).
+ * out and lse are the forward's results (lse required); dout : [Tq, Hq, D].
+ * dq : [Tq, Hq, D]   dk, dv : [Tk, Hkv, D] (keys no query attends get 0). */
+enum ifl_status ifl_sparse_attn_bwd(struct ifl_ctx *ctx, const struct ifl_sparse_config *cfg,
+                                    const struct ifl_batch *batch, const struct ifl_tensor *q,
+                                    const struct ifl_tensor *k, const struct ifl_tensor *v,
+                                    const struct ifl_tensor *sel, const struct ifl_tensor *out,
+                                    const struct ifl_tensor *lse, const struct ifl_tensor *dout,
+                                    const struct ifl_tensor *dq, const struct ifl_tensor *dk,
+                                    const struct ifl_tensor *dv);
+
+/* Backward of ifl_dense_attn_fwd; arguments as ifl_sparse_attn_bwd without sel. */
+enum ifl_status ifl_dense_attn_bwd(struct ifl_ctx *ctx, const struct ifl_sparse_config *cfg,
+                                   const struct ifl_batch *batch, const struct ifl_tensor *q,
+                                   const struct ifl_tensor *k, const struct ifl_tensor *v,
+                                   const struct ifl_tensor *out, const struct ifl_tensor *lse,
+                                   const struct ifl_tensor *dout, const struct ifl_tensor *dq,
+                                   const struct ifl_tensor *dk, const struct ifl_tensor *dv);
+
+/* Finds the first NaN or Inf of a float tensor in index order. Returns 1 and writes its index
+ * (ndim entries) to pos when found, 0 when every element is finite or t is not a float tensor. */
+int ifl_tensor_find_nonfinite(const struct ifl_tensor *t, int64_t pos[IFL_MAX_DIMS]);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* INFLLM_H */

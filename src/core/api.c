@@ -1,0 +1,307 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * api.c -- the public operations: validate every argument (check.c), then hand the resolved
+ * problem to the context's backend. The dense/sparse switch of ifl_infllmv2_fwd lives here, so
+ * every backend shares one policy.
+ */
+#include "check.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define TRY(expr)                                                                                  \
+    do {                                                                                           \
+        if ((st = (expr)) != IFL_STATUS_OK) goto done;                                             \
+    } while (0)
+
+/* A success clears the message of an earlier failure. */
+static enum ifl_status finish(struct ifl_ctx *ctx, struct ifl__problem *pb, enum ifl_status st) {
+    ifl__problem_end(pb);
+    if (st == IFL_STATUS_OK) ctx->errmsg[0] = '\0';
+    return st;
+}
+
+static enum ifl_status check_qkv_finite(struct ifl_ctx *ctx, const char *fn,
+                                        const struct ifl__problem *pb) {
+    enum ifl_status st;
+    if ((st = ifl__check_finite(ctx, fn, "q", pb->q))) return st;
+    if ((st = ifl__check_finite(ctx, fn, "k", pb->k))) return st;
+    return ifl__check_finite(ctx, fn, "v", pb->v);
+}
+
+/* out [Tq, Hq, D] (required) and lse [Tq, Hq] (optional when lse_required is 0). */
+static enum ifl_status check_out_lse(struct ifl_ctx *ctx, const char *fn,
+                                     const struct ifl__problem *pb, const struct ifl_tensor *out,
+                                     const struct ifl_tensor *lse, int lse_required) {
+    const int64_t   oshape[3] = {pb->tq, pb->hq, pb->d};
+    const int64_t   lshape[2] = {pb->tq, pb->hq};
+    enum ifl_status st = ifl__check_tensor(ctx, fn, "out", out, 3, oshape, IFL__ACCEPT_FLOAT);
+    if (st) return st;
+    if (lse || lse_required) return ifl__check_tensor(ctx, fn, "lse", lse, 2, lshape, IFL__ACCEPT_LSE);
+    return IFL_STATUS_OK;
+}
+
+/* dout, dq [Tq, Hq, D]; dk, dv [Tk, Hkv, D]; all required. */
+static enum ifl_status check_grads(struct ifl_ctx *ctx, const char *fn, const struct ifl__problem *pb,
+                                   const struct ifl_tensor *dout, const struct ifl_tensor *dq,
+                                   const struct ifl_tensor *dk, const struct ifl_tensor *dv) {
+    const int64_t   qshape[3] = {pb->tq, pb->hq, pb->d};
+    const int64_t   kshape[3] = {pb->tk, pb->hkv, pb->d};
+    enum ifl_status st;
+    if ((st = ifl__check_tensor(ctx, fn, "dout", dout, 3, qshape, IFL__ACCEPT_FLOAT))) return st;
+    if ((st = ifl__check_tensor(ctx, fn, "dq", dq, 3, qshape, IFL__ACCEPT_FLOAT))) return st;
+    if ((st = ifl__check_tensor(ctx, fn, "dk", dk, 3, kshape, IFL__ACCEPT_FLOAT))) return st;
+    return ifl__check_tensor(ctx, fn, "dv", dv, 3, kshape, IFL__ACCEPT_FLOAT);
+}
+
+/* ---- compressed keys ---- */
+
+enum ifl_status ifl_compress_keys(struct ifl_ctx *ctx, const struct ifl_sparse_config *cfg,
+                                  const struct ifl_batch *batch, const struct ifl_tensor *k,
+                                  const struct ifl_tensor *c1, const struct ifl_tensor *c2) {
+    const char         *fn = "ifl_compress_keys";
+    struct ifl__problem pb;
+    enum ifl_status     st;
+    if (ifl__check_ctx(ctx)) return IFL_STATUS_INVALID_ARG;
+    TRY(ifl__problem_begin(ctx, fn, cfg, batch, NULL, k, NULL, &pb));
+    int64_t n1 = 0, n2 = 0;
+    for (int64_t s = 0; s < pb.n_seqs; s++) {
+        n1 += ifl_compressed_len(pb.seqs[s].nk, pb.cfg.kernel_size, pb.cfg.kernel_stride);
+        n2 += ifl_compressed_len(pb.seqs[s].nk, pb.cfg.coarse_kernel_size, pb.cfg.coarse_kernel_stride);
+    }
+    const int64_t s1[3] = {n1, pb.hkv, pb.d}, s2[3] = {n2, pb.hkv, pb.d};
+    if (c1) TRY(ifl__check_tensor(ctx, fn, "c1", c1, 3, s1, IFL__ACCEPT_FLOAT));
+    if (c2) TRY(ifl__check_tensor(ctx, fn, "c2", c2, 3, s2, IFL__ACCEPT_FLOAT));
+    const struct ifl_tensor *outs[] = {c1, c2}, *ins[] = {k};
+    const char              *onames[] = {"c1", "c2"}, *inames[] = {"k"};
+    TRY(ifl__check_overlap(ctx, fn, outs, onames, 2, ins, inames, 1));
+    TRY(ifl__check_finite(ctx, fn, "k", k));
+    pb.c1 = c1;
+    pb.c2 = c2;
+    TRY(ctx->backend->compress_keys(ctx, &pb));
+done:
+    return finish(ctx, &pb, st);
+}
+
+/* ---- stage 1 ---- */
+
+enum ifl_status ifl_select(struct ifl_ctx *ctx, const struct ifl_sparse_config *cfg,
+                           const struct ifl_batch *batch, const struct ifl_tensor *q,
+                           const struct ifl_tensor *k, const struct ifl_tensor *sel) {
+    const char         *fn = "ifl_select";
+    struct ifl__problem pb;
+    enum ifl_status     st;
+    if (ifl__check_ctx(ctx)) return IFL_STATUS_INVALID_ARG;
+    if (q == NULL) return IFL_FAIL(ctx, IFL_STATUS_INVALID_ARG, "%s: q is NULL", fn);
+    TRY(ifl__problem_begin(ctx, fn, cfg, batch, q, k, NULL, &pb));
+    TRY(ifl__check_sel_output(ctx, fn, &pb, sel, NULL));
+    const struct ifl_tensor *outs[] = {sel}, *ins[] = {q, k};
+    const char              *onames[] = {"sel"}, *inames[] = {"q", "k"};
+    TRY(ifl__check_overlap(ctx, fn, outs, onames, 1, ins, inames, 2));
+    TRY(check_qkv_finite(ctx, fn, &pb));
+    pb.sel = sel;
+    TRY(ctx->backend->select(ctx, &pb));
+done:
+    return finish(ctx, &pb, st);
+}
+
+/* ---- stage 2 and dense forward ---- */
+
+enum ifl_status ifl_sparse_attn_fwd(struct ifl_ctx *ctx, const struct ifl_sparse_config *cfg,
+                                    const struct ifl_batch *batch, const struct ifl_tensor *q,
+                                    const struct ifl_tensor *k, const struct ifl_tensor *v,
+                                    const struct ifl_tensor *sel, const struct ifl_tensor *out,
+                                    const struct ifl_tensor *lse) {
+    const char         *fn = "ifl_sparse_attn_fwd";
+    struct ifl__problem pb;
+    enum ifl_status     st;
+    if (ifl__check_ctx(ctx)) return IFL_STATUS_INVALID_ARG;
+    if (q == NULL || v == NULL)
+        return IFL_FAIL(ctx, IFL_STATUS_INVALID_ARG, "%s: %s is NULL", fn, q ? "v" : "q");
+    TRY(ifl__problem_begin(ctx, fn, cfg, batch, q, k, v, &pb));
+    TRY(ifl__check_sel_input(ctx, fn, &pb, sel));
+    TRY(check_out_lse(ctx, fn, &pb, out, lse, 0));
+    const struct ifl_tensor *outs[] = {out, lse}, *ins[] = {q, k, v, sel};
+    const char              *onames[] = {"out", "lse"}, *inames[] = {"q", "k", "v", "sel"};
+    TRY(ifl__check_overlap(ctx, fn, outs, onames, 2, ins, inames, 4));
+    TRY(check_qkv_finite(ctx, fn, &pb));
+    pb.sel = sel;
+    pb.out = out;
+    pb.lse = lse;
+    TRY(ctx->backend->sparse_fwd(ctx, &pb));
+done:
+    return finish(ctx, &pb, st);
+}
+
+enum ifl_status ifl_dense_attn_fwd(struct ifl_ctx *ctx, const struct ifl_sparse_config *cfg,
+                                   const struct ifl_batch *batch, const struct ifl_tensor *q,
+                                   const struct ifl_tensor *k, const struct ifl_tensor *v,
+                                   const struct ifl_tensor *out, const struct ifl_tensor *lse) {
+    const char         *fn = "ifl_dense_attn_fwd";
+    struct ifl__problem pb;
+    enum ifl_status     st;
+    if (ifl__check_ctx(ctx)) return IFL_STATUS_INVALID_ARG;
+    if (q == NULL || v == NULL)
+        return IFL_FAIL(ctx, IFL_STATUS_INVALID_ARG, "%s: %s is NULL", fn, q ? "v" : "q");
+    TRY(ifl__problem_begin(ctx, fn, cfg, batch, q, k, v, &pb));
+    TRY(check_out_lse(ctx, fn, &pb, out, lse, 0));
+    const struct ifl_tensor *outs[] = {out, lse}, *ins[] = {q, k, v};
+    const char              *onames[] = {"out", "lse"}, *inames[] = {"q", "k", "v"};
+    TRY(ifl__check_overlap(ctx, fn, outs, onames, 2, ins, inames, 3));
+    TRY(check_qkv_finite(ctx, fn, &pb));
+    pb.out = out;
+    pb.lse = lse;
+    TRY(ctx->backend->dense_fwd(ctx, &pb));
+done:
+    return finish(ctx, &pb, st);
+}
+
+/* ---- the switchable forward ---- */
+
+/* A copy of pb restricted to the sequences s with keep[s] == want. */
+static void subproblem(const struct ifl__problem *pb, const unsigned char *keep, unsigned char want,
+                       struct ifl__seq *seqs, struct ifl__problem *sub) {
+    *sub        = *pb;
+    sub->seqs   = seqs;
+    sub->n_seqs = 0;
+    for (int64_t s = 0; s < pb->n_seqs; s++)
+        if (keep[s] == want) seqs[sub->n_seqs++] = pb->seqs[s];
+}
+
+enum ifl_status ifl_infllmv2_fwd(struct ifl_ctx *ctx, const struct ifl_sparse_config *cfg,
+                                 const struct ifl_batch *batch, const struct ifl_tensor *q,
+                                 const struct ifl_tensor *k, const struct ifl_tensor *v,
+                                 const struct ifl_tensor *out, const struct ifl_tensor *lse,
+                                 const struct ifl_tensor *sel, enum ifl_mode *modes) {
+    const char         *fn = "ifl_infllmv2_fwd";
+    struct ifl__problem pb;
+    enum ifl_status     st;
+    unsigned char      *sparse   = NULL; /* [n_seqs] 1 = this sequence runs sparse */
+    struct ifl__seq    *sub_seqs = NULL; /* [n_seqs] scratch for the two sub-batches */
+    int32_t            *own_sel  = NULL; /* selection scratch when the caller passes no sel */
+    if (ifl__check_ctx(ctx)) return IFL_STATUS_INVALID_ARG;
+    if (q == NULL || v == NULL)
+        return IFL_FAIL(ctx, IFL_STATUS_INVALID_ARG, "%s: %s is NULL", fn, q ? "v" : "q");
+    TRY(ifl__problem_begin(ctx, fn, cfg, batch, q, k, v, &pb));
+    sparse   = calloc((size_t)pb.n_seqs, 1);
+    sub_seqs = malloc((size_t)pb.n_seqs * sizeof *sub_seqs);
+    if (!sparse || !sub_seqs) TRY(IFL_FAIL(ctx, IFL_STATUS_OUT_OF_MEMORY, "%s: out of memory", fn));
+    int     any_sparse = 0, any_dense = 0;
+    int64_t width      = 1;
+    for (int64_t s = 0; s < pb.n_seqs; s++) {
+        sparse[s] = pb.cfg.dense_len == -1 || pb.seqs[s].nk >= pb.cfg.dense_len;
+        any_sparse |= sparse[s];
+        any_dense |= !sparse[s];
+        int64_t w = ifl_select_width(&pb.cfg, pb.seqs[s].nk);
+        if (sparse[s] && w > width) width = w;
+    }
+    if (sel) TRY(ifl__check_sel_output(ctx, fn, &pb, sel, sparse));
+    TRY(check_out_lse(ctx, fn, &pb, out, lse, 0));
+    const struct ifl_tensor *outs[] = {out, lse, sel}, *ins[] = {q, k, v};
+    const char              *onames[] = {"out", "lse", "sel"}, *inames[] = {"q", "k", "v"};
+    TRY(ifl__check_overlap(ctx, fn, outs, onames, 3, ins, inames, 3));
+    TRY(check_qkv_finite(ctx, fn, &pb));
+
+    struct ifl_tensor own;
+    if (any_sparse && sel == NULL) {
+        own_sel = malloc((size_t)(pb.hkv * pb.tq * width) * sizeof *own_sel);
+        if (!own_sel) TRY(IFL_FAIL(ctx, IFL_STATUS_OUT_OF_MEMORY, "%s: out of memory", fn));
+        own = ifl_tensor_make(own_sel, IFL_DTYPE_I32, 3, (const int64_t[3]){pb.hkv, pb.tq, width});
+        sel = &own;
+    }
+    pb.sel = sel;
+    pb.out = out;
+    pb.lse = lse;
+    struct ifl__problem sub;
+    if (any_sparse) {
+        subproblem(&pb, sparse, 1, sub_seqs, &sub);
+        TRY(ctx->backend->select(ctx, &sub));
+        TRY(ctx->backend->sparse_fwd(ctx, &sub));
+    }
+    if (any_dense) {
+        subproblem(&pb, sparse, 0, sub_seqs, &sub);
+        TRY(ctx->backend->dense_fwd(ctx, &sub));
+        if (sel) /* rows of dense sequences carry no selection */
+            for (int64_t s = 0; s < sub.n_seqs; s++)
+                for (int64_t g = 0; g < pb.hkv; g++)
+                    for (int64_t i = sub.seqs[s].q0; i < sub.seqs[s].q0 + sub.seqs[s].nq; i++)
+                        for (int64_t c = 0; c < sel->shape[2]; c++)
+                            ((int32_t *)sel->data)[ifl__off3(sel, g, i, c)] = -1;
+    }
+    if (modes)
+        for (int64_t s = 0; s < pb.n_seqs; s++) modes[s] = sparse[s] ? IFL_MODE_SPARSE : IFL_MODE_DENSE;
+done:
+    free(sparse);
+    free(sub_seqs);
+    free(own_sel);
+    return finish(ctx, &pb, st);
+}
+
+/* ---- backward ---- */
+
+enum ifl_status ifl_sparse_attn_bwd(struct ifl_ctx *ctx, const struct ifl_sparse_config *cfg,
+                                    const struct ifl_batch *batch, const struct ifl_tensor *q,
+                                    const struct ifl_tensor *k, const struct ifl_tensor *v,
+                                    const struct ifl_tensor *sel, const struct ifl_tensor *out,
+                                    const struct ifl_tensor *lse, const struct ifl_tensor *dout,
+                                    const struct ifl_tensor *dq, const struct ifl_tensor *dk,
+                                    const struct ifl_tensor *dv) {
+    const char         *fn = "ifl_sparse_attn_bwd";
+    struct ifl__problem pb;
+    enum ifl_status     st;
+    if (ifl__check_ctx(ctx)) return IFL_STATUS_INVALID_ARG;
+    if (q == NULL || v == NULL)
+        return IFL_FAIL(ctx, IFL_STATUS_INVALID_ARG, "%s: %s is NULL", fn, q ? "v" : "q");
+    TRY(ifl__problem_begin(ctx, fn, cfg, batch, q, k, v, &pb));
+    TRY(ifl__check_sel_input(ctx, fn, &pb, sel));
+    TRY(check_out_lse(ctx, fn, &pb, out, lse, 1));
+    TRY(check_grads(ctx, fn, &pb, dout, dq, dk, dv));
+    const struct ifl_tensor *outs[] = {dq, dk, dv}, *ins[] = {q, k, v, sel, out, lse, dout};
+    const char *onames[] = {"dq", "dk", "dv"}, *inames[] = {"q", "k", "v", "sel", "out", "lse", "dout"};
+    TRY(ifl__check_overlap(ctx, fn, outs, onames, 3, ins, inames, 7));
+    TRY(check_qkv_finite(ctx, fn, &pb));
+    TRY(ifl__check_finite(ctx, fn, "out", out));
+    TRY(ifl__check_finite(ctx, fn, "dout", dout));
+    pb.sel  = sel;
+    pb.out  = out;
+    pb.lse  = lse;
+    pb.dout = dout;
+    pb.dq   = dq;
+    pb.dk   = dk;
+    pb.dv   = dv;
+    TRY(ctx->backend->sparse_bwd(ctx, &pb));
+done:
+    return finish(ctx, &pb, st);
+}
+
+enum ifl_status ifl_dense_attn_bwd(struct ifl_ctx *ctx, const struct ifl_sparse_config *cfg,
+                                   const struct ifl_batch *batch, const struct ifl_tensor *q,
+                                   const struct ifl_tensor *k, const struct ifl_tensor *v,
+                                   const struct ifl_tensor *out, const struct ifl_tensor *lse,
+                                   const struct ifl_tensor *dout, const struct ifl_tensor *dq,
+                                   const struct ifl_tensor *dk, const struct ifl_tensor *dv) {
+    const char         *fn = "ifl_dense_attn_bwd";
+    struct ifl__problem pb;
+    enum ifl_status     st;
+    if (ifl__check_ctx(ctx)) return IFL_STATUS_INVALID_ARG;
+    if (q == NULL || v == NULL)
+        return IFL_FAIL(ctx, IFL_STATUS_INVALID_ARG, "%s: %s is NULL", fn, q ? "v" : "q");
+    TRY(ifl__problem_begin(ctx, fn, cfg, batch, q, k, v, &pb));
+    TRY(check_out_lse(ctx, fn, &pb, out, lse, 1));
+    TRY(check_grads(ctx, fn, &pb, dout, dq, dk, dv));
+    const struct ifl_tensor *outs[] = {dq, dk, dv}, *ins[] = {q, k, v, out, lse, dout};
+    const char *onames[] = {"dq", "dk", "dv"}, *inames[] = {"q", "k", "v", "out", "lse", "dout"};
+    TRY(ifl__check_overlap(ctx, fn, outs, onames, 3, ins, inames, 6));
+    TRY(check_qkv_finite(ctx, fn, &pb));
+    TRY(ifl__check_finite(ctx, fn, "out", out));
+    TRY(ifl__check_finite(ctx, fn, "dout", dout));
+    pb.out  = out;
+    pb.lse  = lse;
+    pb.dout = dout;
+    pb.dq   = dq;
+    pb.dk   = dk;
+    pb.dv   = dv;
+    TRY(ctx->backend->dense_bwd(ctx, &pb));
+done:
+    return finish(ctx, &pb, st);
+}

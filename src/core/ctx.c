@@ -1,0 +1,102 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * ctx.c -- contexts, status strings, the error funnel and the library version.
+ */
+#include "internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char *ifl_version(void) { return IFL_VERSION_STRING; }
+
+const char *ifl_status_str(enum ifl_status status) {
+    switch (status) {
+    case IFL_STATUS_OK: return "ok";
+    case IFL_STATUS_INVALID_ARG: return "invalid argument";
+    case IFL_STATUS_SHAPE: return "shape mismatch";
+    case IFL_STATUS_DTYPE: return "unsupported dtype";
+    case IFL_STATUS_UNSUPPORTED: return "unsupported";
+    case IFL_STATUS_OUT_OF_MEMORY: return "out of memory";
+    case IFL_STATUS_DEVICE: return "device error";
+    case IFL_STATUS_CAPACITY: return "capacity exceeded";
+    case IFL_STATUS_IO: return "i/o error";
+    case IFL_STATUS_BAD_FORMAT: return "bad format";
+    case IFL_STATUS_INTERNAL: return "internal error";
+    }
+    return "unknown status";
+}
+
+const char *ifl_backend_name(enum ifl_backend backend) {
+    switch (backend) {
+    case IFL_BACKEND_REF: return "ref";
+    case IFL_BACKEND_CPU: return "cpu";
+    case IFL_BACKEND_CUDA: return "cuda";
+    }
+    return "?";
+}
+
+static const struct ifl__backend *backend_table(enum ifl_backend backend) {
+    switch (backend) {
+    case IFL_BACKEND_REF: return &ifl__backend_ref;
+    case IFL_BACKEND_CPU: return NULL;
+    case IFL_BACKEND_CUDA: return NULL;
+    }
+    return NULL;
+}
+
+int ifl_backend_available(enum ifl_backend backend) { return backend_table(backend) != NULL; }
+
+struct ifl_ctx_params ifl_ctx_params_default(void) {
+    struct ifl_ctx_params p;
+    memset(&p, 0, sizeof p);
+    p.backend      = IFL_BACKEND_REF;
+    p.n_threads    = 0;
+    p.check_finite = 1;
+    return p;
+}
+
+enum ifl_status ifl_ctx_create(const struct ifl_ctx_params *params, struct ifl_ctx **out) {
+    if (out == NULL) return IFL_STATUS_INVALID_ARG;
+    *out = NULL;
+    if (params == NULL || params->n_threads < 0) return IFL_STATUS_INVALID_ARG;
+    if (params->backend != IFL_BACKEND_REF && params->backend != IFL_BACKEND_CPU &&
+        params->backend != IFL_BACKEND_CUDA)
+        return IFL_STATUS_INVALID_ARG;
+    const struct ifl__backend *backend = backend_table(params->backend);
+    if (backend == NULL) return IFL_STATUS_UNSUPPORTED;
+    struct ifl_ctx *ctx = calloc(1, sizeof *ctx);
+    if (ctx == NULL) return IFL_STATUS_OUT_OF_MEMORY;
+    ctx->magic   = IFL__CTX_MAGIC;
+    ctx->params  = *params;
+    ctx->backend = backend;
+    *out         = ctx;
+    return IFL_STATUS_OK;
+}
+
+void ifl_ctx_destroy(struct ifl_ctx *ctx) {
+    if (ctx == NULL || ctx->magic != IFL__CTX_MAGIC) return;
+    ctx->magic = IFL__CTX_DEAD;
+    free(ctx);
+}
+
+int ifl__ctx_ok(const struct ifl_ctx *ctx) { return ctx != NULL && ctx->magic == IFL__CTX_MAGIC; }
+
+const char *ifl_ctx_errmsg(const struct ifl_ctx *ctx) {
+    if (ctx == NULL) return "no context (NULL)";
+    if (ctx->magic != IFL__CTX_MAGIC) return "not a live context (destroyed or garbage handle)";
+    return ctx->errmsg;
+}
+
+enum ifl_status ifl__fail(struct ifl_ctx *ctx, enum ifl_status status, const char *file, int line,
+                          const char *fmt, ...) {
+    (void)file;
+    (void)line;
+    if (ifl__ctx_ok(ctx)) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(ctx->errmsg, sizeof ctx->errmsg, fmt, ap);
+        va_end(ap);
+    }
+    return status;
+}

@@ -1,0 +1,112 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * internal.h -- what the core layer shares with the backends: the context, the error funnel,
+ * the validated "problem" every op is turned into, and the backend vtable.
+ * Nothing here is public; include/infllm.h is the only public header.
+ */
+#ifndef INFLLM_INTERNAL_H
+#define INFLLM_INTERNAL_H
+
+#include "infllm.h"
+
+#include <stdarg.h>
+
+/* ---- context ---- */
+
+#define IFL__CTX_MAGIC 0x49464c43u /* "IFLC": a live context */
+#define IFL__CTX_DEAD  0x44454144u /* "DEAD": set by destroy, so a stale handle is caught */
+
+struct ifl__backend;
+
+struct ifl_ctx {
+    uint32_t                   magic;
+    struct ifl_ctx_params      params;
+    const struct ifl__backend *backend;
+    char                       errmsg[1024];
+};
+
+/* Every failure goes through here: records the message on ctx and returns status. One place to
+ * put a breakpoint. file/line are for debuggers, not for the message. */
+enum ifl_status ifl__fail(struct ifl_ctx *ctx, enum ifl_status status, const char *file, int line,
+                          const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 5, 6)))
+#endif
+    ;
+#define IFL_FAIL(ctx, status, ...) ifl__fail((ctx), (status), __FILE__, __LINE__, __VA_ARGS__)
+
+/* 1 when ctx is a live context. */
+int ifl__ctx_ok(const struct ifl_ctx *ctx);
+
+/* ---- tensors (tensor.c) ---- */
+
+/* Offset in elements of element (i0, i1, i2) of a rank-2 or rank-3 tensor. */
+static inline int64_t ifl__off3(const struct ifl_tensor *t, int64_t i0, int64_t i1, int64_t i2) {
+    return i0 * t->stride[0] + i1 * t->stride[1] + (t->ndim > 2 ? i2 * t->stride[2] : 0);
+}
+
+/* Element at offset off (in elements) of a float or int tensor, as a double. */
+double ifl__load(const struct ifl_tensor *t, int64_t off);
+
+/* Stores x at offset off, rounding to the tensor's dtype (round to nearest even). */
+void ifl__store(const struct ifl_tensor *t, int64_t off, double x);
+
+/* 1 for f64/f32/f16/bf16. */
+int ifl__dtype_is_float(enum ifl_dtype dtype);
+
+/* ---- the validated problem (check.c fills it, backends read it) ---- */
+
+/* One sequence of the batch: its query rows [q0, q0+nq) and key rows [k0, k0+nk); its
+ * queries sit at absolute positions past .. past+nq-1 with past = nk - nq. */
+struct ifl__seq {
+    int64_t q0, nq;
+    int64_t k0, nk;
+    int64_t past;
+};
+
+/* Everything an op needs, checked and resolved. Tensor pointers an op does not use are NULL.
+ * Shapes: q/out/dout/dq [Tq, Hq, D], k/v/dk/dv [Tk, Hkv, D], lse [Tq, Hq], sel [Hkv, Tq, K],
+ * c1 [N1, Hkv, D], c2 [N2, Hkv, D]. */
+struct ifl__problem {
+    struct ifl_sparse_config cfg; /* validated; scale already resolved (never 0) */
+    int64_t                  n_seqs;
+    struct ifl__seq         *seqs; /* [n_seqs], owned by the dispatch layer */
+    int64_t                  tq, tk, hq, hkv, g, d;
+    const struct ifl_tensor *q, *k, *v;
+    const struct ifl_tensor *sel;
+    const struct ifl_tensor *out, *lse;
+    const struct ifl_tensor *dout, *dq, *dk, *dv;
+    const struct ifl_tensor *c1, *c2;
+};
+
+/* ---- backends ---- */
+
+/* A backend: one function per op, each reading a validated problem and writing its outputs.
+ * They may fail only on resources (OUT_OF_MEMORY, DEVICE) or internal errors. */
+struct ifl__backend {
+    const char *name;
+    enum ifl_status (*compress_keys)(struct ifl_ctx *ctx, const struct ifl__problem *pb);
+    enum ifl_status (*select)(struct ifl_ctx *ctx, const struct ifl__problem *pb);
+    enum ifl_status (*sparse_fwd)(struct ifl_ctx *ctx, const struct ifl__problem *pb);
+    enum ifl_status (*dense_fwd)(struct ifl_ctx *ctx, const struct ifl__problem *pb);
+    enum ifl_status (*sparse_bwd)(struct ifl_ctx *ctx, const struct ifl__problem *pb);
+    enum ifl_status (*dense_bwd)(struct ifl_ctx *ctx, const struct ifl__problem *pb);
+};
+
+extern const struct ifl__backend ifl__backend_ref;
+
+/* ---- derived sizes of the sparse config, shared by every backend ---- */
+
+static inline int64_t ifl__ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+/* Number of local blocks before the query's own block. */
+static inline int64_t ifl__local_blocks(const struct ifl_sparse_config *c) {
+    return c->window_size / c->block_size;
+}
+
+/* Number of compressed keys (kernel/stride) whose whole window ends at or before position p. */
+static inline int64_t ifl__visible_compressed(int64_t p, int64_t kernel, int64_t stride) {
+    return p + 1 >= kernel ? (p + 1 - kernel) / stride + 1 : 0;
+}
+
+#endif /* INFLLM_INTERNAL_H */

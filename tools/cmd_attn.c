@@ -1,0 +1,371 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * cmd_attn.c -- `infllm attn` (forward) and `infllm grad` (backward) on .npy files.
+ * Every check of the inputs happens before any output file is written.
+ */
+#include "cli.h"
+#include "npy.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char attn_head[] =
+    "usage: infllm attn --q Q.npy --k K.npy --v V.npy --out O.npy [options]\n"
+    "\n"
+    "InfLLM-V2 attention of the queries Q [Tq, Hq, D] over the keys K and values V\n"
+    "[past+Tq, Hkv, D] (.npy, little-endian float16/32/64, C order). Query i sits at position\n"
+    "past+i and sees keys 0..past+i. Outputs are float32 .npy files.\n"
+    "\n";
+
+static const char grad_head[] =
+    "usage: infllm grad --q Q.npy --k K.npy --v V.npy --dout DO.npy --dq DQ.npy --dk DK.npy --dv DV.npy\n"
+    "                   [options]\n"
+    "\n"
+    "Gradients of InfLLM-V2 attention (the forward of `infllm attn` with the same flags) with\n"
+    "respect to Q, K and V, given the gradient DO [Tq, Hq, D] of its output. The selection is\n"
+    "held fixed (it has no gradient). --out, --lse and --blocks-out are optional here.\n"
+    "\n"
+    "  --dout FILE               gradient of the output [Tq, Hq, D]\n"
+    "  --dq, --dk, --dv FILE     outputs: gradients like Q, K, V\n";
+
+static const char common_opts[] =
+    "  --q, --k, --v FILE        inputs\n"
+    "  --out FILE                output O [Tq, Hq, D]\n"
+    "  --lse FILE                log-sum-exp of each row [Tq, Hq] (natural log)\n"
+    "  --blocks-out FILE         the selection, int32 [Hkv, Tq, K] (written when sparse ran)\n"
+    "  --blocks-in FILE          use this selection for stage 2 instead of computing one\n"
+    "  --past N                  check that K holds N keys before the queries (default: rows of K - Tq)\n"
+    "  --mode auto|dense|sparse  auto: dense when past+Tq < dense-len, else sparse (auto)\n"
+    "  --backend ref|cpu|cuda    (ref)\n"
+    "  --dtype f32|f16|bf16      round the inputs to this storage type first (default: as read)\n"
+    "  --threads N               worker threads of the cpu backend (0 = all cores)\n"
+    "\n";
+
+/* An input file turned into a tensor of the compute dtype. */
+struct input {
+    const char      *flag, *path;
+    struct npy_array a;
+    void            *buf; /* converted copy when --dtype asks for one */
+    struct ifl_tensor t;
+};
+
+static int load_input(const char *cmd, struct input *in, int want_rank) {
+    char err[512];
+    if (npy_read(in->path, &in->a, err, sizeof err) != 0) {
+        cli_error(cmd, "--%s %s", in->flag, err);
+        return CLI_FAILURE;
+    }
+    if (in->a.ndim != want_rank) {
+        char s[128];
+        cli_error(cmd, "--%s %s has shape %s, expected %d dimensions", in->flag, in->path,
+                  npy_shape_str(in->a.ndim, in->a.shape, s, sizeof s), want_rank);
+        return CLI_FAILURE;
+    }
+    for (int i = 0; i < want_rank; i++)
+        if (in->a.shape[i] == 0) {
+            char s[128];
+            cli_error(cmd, "--%s %s has shape %s, expected no empty dimension", in->flag, in->path,
+                      npy_shape_str(in->a.ndim, in->a.shape, s, sizeof s));
+            return CLI_FAILURE;
+        }
+    in->t = ifl_tensor_make(in->a.data, in->a.dtype, in->a.ndim, in->a.shape);
+    return CLI_OK;
+}
+
+static int check_float_input(const char *cmd, struct input *in) {
+    if (in->a.dtype == IFL_DTYPE_I32) {
+        cli_error(cmd, "--%s %s holds int32, expected float16, float32 or float64", in->flag, in->path);
+        return CLI_FAILURE;
+    }
+    int64_t pos[IFL_MAX_DIMS];
+    if (ifl_tensor_find_nonfinite(&in->t, pos)) {
+        cli_error(cmd, "--%s %s: element [%lld, %lld, %lld] is not finite (NaN or Inf), expected finite values",
+                  in->flag, in->path, (long long)pos[0], (long long)pos[1], (long long)pos[2]);
+        return CLI_FAILURE;
+    }
+    return CLI_OK;
+}
+
+/* Rounds a float input to the storage dtype asked for with --dtype. */
+static int convert_input(const char *cmd, struct input *in, enum ifl_dtype dtype) {
+    if (dtype == in->a.dtype) return CLI_OK;
+    struct ifl_tensor t = ifl_tensor_make(NULL, dtype, in->a.ndim, in->a.shape);
+    in->buf = malloc((size_t)in->a.count * ifl_dtype_size(dtype));
+    if (in->buf == NULL) {
+        cli_error(cmd, "out of memory converting %s", in->path);
+        return CLI_FAILURE;
+    }
+    t.data = in->buf;
+    for (int64_t i = 0; i < in->a.count; i++) {
+        double x;
+        switch (in->a.dtype) {
+        case IFL_DTYPE_F64: x = ((double *)in->a.data)[i]; break;
+        case IFL_DTYPE_F32: x = ((float *)in->a.data)[i]; break;
+        case IFL_DTYPE_F16: x = ifl_f16_to_f32(((uint16_t *)in->a.data)[i]); break;
+        default: x = 0; break;
+        }
+        switch (dtype) {
+        case IFL_DTYPE_F32: ((float *)in->buf)[i] = (float)x; break;
+        case IFL_DTYPE_F16: ((uint16_t *)in->buf)[i] = ifl_f32_to_f16((float)x); break;
+        case IFL_DTYPE_BF16: ((uint16_t *)in->buf)[i] = ifl_f32_to_bf16((float)x); break;
+        default: break;
+        }
+    }
+    /* a value past the f16 range becomes Inf: refuse it like any other non-finite input */
+    int64_t pos[IFL_MAX_DIMS];
+    if (ifl_tensor_find_nonfinite(&t, pos)) {
+        cli_error(cmd, "--%s %s: element [%lld, %lld, %lld] overflows %s", in->flag, in->path,
+                  (long long)pos[0], (long long)pos[1], (long long)pos[2], ifl_dtype_name(dtype));
+        return CLI_FAILURE;
+    }
+    in->t = t;
+    return CLI_OK;
+}
+
+/* A float64 output buffer of the given shape, written as float32 at the end. */
+struct output {
+    const char       *path;
+    double           *data;
+    struct ifl_tensor t;
+};
+
+static int make_output(const char *cmd, struct output *o, const char *path, int ndim, const int64_t *shape) {
+    int64_t n = 1;
+    for (int i = 0; i < ndim; i++) n *= shape[i];
+    o->path = path;
+    o->data = malloc((size_t)n * sizeof(double));
+    if (o->data == NULL) {
+        cli_error(cmd, "out of memory");
+        return CLI_FAILURE;
+    }
+    o->t = ifl_tensor_make(o->data, IFL_DTYPE_F64, ndim, shape);
+    return CLI_OK;
+}
+
+static int write_f32(const char *cmd, const struct output *o) {
+    if (o->path == NULL) return CLI_OK;
+    int64_t n = 1;
+    for (int i = 0; i < o->t.ndim; i++) n *= o->t.shape[i];
+    float *f = malloc((size_t)n * sizeof *f);
+    if (f == NULL) {
+        cli_error(cmd, "out of memory");
+        return CLI_FAILURE;
+    }
+    for (int64_t i = 0; i < n; i++) f[i] = (float)o->data[i];
+    char err[512];
+    int  rc = npy_write(o->path, IFL_DTYPE_F32, o->t.ndim, o->t.shape, f, err, sizeof err);
+    free(f);
+    if (rc != 0) {
+        cli_error(cmd, "%s", err);
+        return CLI_FAILURE;
+    }
+    return CLI_OK;
+}
+
+int cmd_attn(int argc, char **argv, int grad) {
+    const char *cmd = grad ? "grad" : "attn";
+    struct input q = {.flag = "q"}, k = {.flag = "k"}, v = {.flag = "v"}, dout = {.flag = "dout"};
+    struct input sel_in = {.flag = "blocks-in"};
+    const char  *out_path = NULL, *lse_path = NULL, *blocks_out = NULL;
+    const char  *dq_path = NULL, *dk_path = NULL, *dv_path = NULL;
+    const char  *mode = "auto", *backend_name = "ref", *dtype_name = NULL;
+    long long    past = -1, threads = 0;
+    struct cli_sparse_flags sf;
+    cli_sparse_flags_default(&sf);
+    const long long big = (long long)1 << 40;
+    struct cli_opt  opts[32] = {
+        {"q", CLI_STR, &q.path, 0, 0, 0},
+        {"k", CLI_STR, &k.path, 0, 0, 0},
+        {"v", CLI_STR, &v.path, 0, 0, 0},
+        {"out", CLI_STR, &out_path, 0, 0, 0},
+        {"lse", CLI_STR, &lse_path, 0, 0, 0},
+        {"blocks-out", CLI_STR, &blocks_out, 0, 0, 0},
+        {"blocks-in", CLI_STR, &sel_in.path, 0, 0, 0},
+        {"past", CLI_INT, &past, 0, big, 0},
+        {"mode", CLI_STR, &mode, 0, 0, 0},
+        {"backend", CLI_STR, &backend_name, 0, 0, 0},
+        {"dtype", CLI_STR, &dtype_name, 0, 0, 0},
+        {"threads", CLI_INT, &threads, 0, 4096, 0},
+    };
+    int n_opts = 12;
+    if (grad) {
+        const struct cli_opt g[] = {
+            {"dout", CLI_STR, &dout.path, 0, 0, 0},
+            {"dq", CLI_STR, &dq_path, 0, 0, 0},
+            {"dk", CLI_STR, &dk_path, 0, 0, 0},
+            {"dv", CLI_STR, &dv_path, 0, 0, 0},
+        };
+        for (int i = 0; i < 4; i++) opts[n_opts++] = g[i];
+    }
+    n_opts += cli_sparse_opts(&sf, opts + n_opts);
+
+    int rc = cli_parse(cmd, argc, argv, 2, opts, n_opts);
+    if (rc == CLI_HELP) {
+        printf("%s%s%s", grad ? grad_head : attn_head, common_opts, cli_sparse_help);
+        return CLI_OK;
+    }
+    if (rc != CLI_OK) return rc;
+
+    /* ---- the command line ---- */
+    const char *required[][2] = {{"q", q.path}, {"k", k.path}, {"v", v.path}, {"out", grad ? "-" : out_path},
+                                 {"dout", grad ? dout.path : "-"}, {"dq", grad ? dq_path : "-"},
+                                 {"dk", grad ? dk_path : "-"}, {"dv", grad ? dv_path : "-"}};
+    for (size_t i = 0; i < sizeof required / sizeof required[0]; i++)
+        if (required[i][1] == NULL) {
+            cli_error(cmd, "missing required option --%s (see 'infllm %s --help')", required[i][0], cmd);
+            return CLI_USAGE;
+        }
+    int want_dense = strcmp(mode, "dense") == 0, want_sparse = strcmp(mode, "sparse") == 0;
+    if (!want_dense && !want_sparse && strcmp(mode, "auto") != 0) {
+        cli_error(cmd, "--mode '%s' is not one of auto, dense, sparse", mode);
+        return CLI_USAGE;
+    }
+    if (sel_in.path && want_dense) {
+        cli_error(cmd, "--blocks-in gives stage 2 a selection, which --mode dense does not use");
+        return CLI_USAGE;
+    }
+    enum ifl_dtype dtype = IFL_DTYPE_F64;
+    int            have_dtype = dtype_name != NULL;
+    if (have_dtype) {
+        if (strcmp(dtype_name, "f32") == 0) dtype = IFL_DTYPE_F32;
+        else if (strcmp(dtype_name, "f16") == 0) dtype = IFL_DTYPE_F16;
+        else if (strcmp(dtype_name, "bf16") == 0) dtype = IFL_DTYPE_BF16;
+        else {
+            cli_error(cmd, "--dtype '%s' is not one of f32, f16, bf16", dtype_name);
+            return CLI_USAGE;
+        }
+    }
+    enum ifl_backend backend;
+    if ((rc = cli_backend(cmd, backend_name, &backend)) != CLI_OK) return rc;
+    struct ifl_sparse_config cfg;
+    if ((rc = cli_sparse_config(cmd, &sf, &cfg)) != CLI_OK) return rc;
+
+    /* ---- the inputs ---- */
+    struct output   out = {0}, lse = {0}, dq = {0}, dk = {0}, dv = {0};
+    int32_t        *sel_buf = NULL;
+    struct ifl_ctx *ctx     = NULL;
+    rc                      = CLI_FAILURE;
+    struct input *floats[] = {&q, &k, &v, grad ? &dout : NULL};
+    for (int i = 0; i < 4; i++)
+        if (floats[i] && (load_input(cmd, floats[i], 3) || check_float_input(cmd, floats[i]))) goto done;
+    if (!have_dtype) dtype = q.a.dtype;
+    for (int i = 0; i < 4; i++)
+        if (floats[i] && convert_input(cmd, floats[i], dtype)) goto done;
+    const int64_t Tq = q.a.shape[0], Hq = q.a.shape[1], D = q.a.shape[2];
+    const int64_t Tk = k.a.shape[0], Hkv = k.a.shape[1];
+    char s1[128], s2[128];
+    if (k.a.shape[2] != D) {
+        cli_error(cmd, "--k %s has head dim %lld but --q %s has %lld, expected equal", k.path,
+                  (long long)k.a.shape[2], q.path, (long long)D);
+        goto done;
+    }
+    if (Hq % Hkv != 0) {
+        cli_error(cmd, "--q %s has %lld heads, expected a multiple of the %lld KV heads of --k %s (GQA)",
+                  q.path, (long long)Hq, (long long)Hkv, k.path);
+        goto done;
+    }
+    if (memcmp(v.a.shape, k.a.shape, sizeof k.a.shape) != 0) {
+        cli_error(cmd, "--v %s has shape %s, expected the shape of --k %s", v.path,
+                  npy_shape_str(3, v.a.shape, s1, sizeof s1), npy_shape_str(3, k.a.shape, s2, sizeof s2));
+        goto done;
+    }
+    if (Tk < Tq || (past >= 0 && Tk != past + Tq)) {
+        cli_error(cmd, "--k %s has %lld rows, expected past + Tq = %lld + %lld", k.path, (long long)Tk,
+                  past >= 0 ? past : 0, (long long)Tq);
+        goto done;
+    }
+    if (D > IFL_MAX_HEAD_DIM) {
+        cli_error(cmd, "head dim %lld is not supported, expected at most %d", (long long)D, IFL_MAX_HEAD_DIM);
+        goto done;
+    }
+    if (grad && memcmp(dout.a.shape, q.a.shape, sizeof q.a.shape) != 0) {
+        cli_error(cmd, "--dout %s has shape %s, expected the shape of --q %s", dout.path,
+                  npy_shape_str(3, dout.a.shape, s1, sizeof s1), npy_shape_str(3, q.a.shape, s2, sizeof s2));
+        goto done;
+    }
+    if (sel_in.path) {
+        if (load_input(cmd, &sel_in, 3)) goto done;
+        if (sel_in.a.dtype != IFL_DTYPE_I32 || sel_in.a.shape[0] != Hkv || sel_in.a.shape[1] != Tq) {
+            cli_error(cmd, "--blocks-in %s is %s %s, expected int32 [%lld, %lld, K]", sel_in.path,
+                      ifl_dtype_name(sel_in.a.dtype), npy_shape_str(3, sel_in.a.shape, s1, sizeof s1),
+                      (long long)Hkv, (long long)Tq);
+            goto done;
+        }
+    }
+
+    /* ---- compute ---- */
+    struct ifl_ctx_params cp = ifl_ctx_params_default();
+    cp.backend               = backend;
+    cp.n_threads             = (int)threads;
+    if (ifl_ctx_create(&cp, &ctx) != IFL_STATUS_OK) {
+        cli_error(cmd, "cannot create a %s context", backend_name);
+        goto done;
+    }
+    const int64_t qshape[3] = {Tq, Hq, D}, kshape[3] = {Tk, Hkv, D}, lshape[2] = {Tq, Hq};
+    if (make_output(cmd, &out, out_path, 3, qshape) || make_output(cmd, &lse, lse_path, 2, lshape)) goto done;
+    const int64_t width = ifl_select_width(&cfg, Tk);
+    sel_buf             = malloc((size_t)(Hkv * Tq * width) * sizeof *sel_buf);
+    if (sel_buf == NULL) {
+        cli_error(cmd, "out of memory");
+        goto done;
+    }
+    struct ifl_tensor sel = ifl_tensor_make(sel_buf, IFL_DTYPE_I32, 3, (const int64_t[3]){Hkv, Tq, width});
+    enum ifl_status   st;
+    enum ifl_mode     ran;
+    if (sel_in.path) {
+        sel = sel_in.t;
+        ran = IFL_MODE_SPARSE;
+        st  = ifl_sparse_attn_fwd(ctx, &cfg, NULL, &q.t, &k.t, &v.t, &sel, &out.t, &lse.t);
+    } else if (want_dense) {
+        ran = IFL_MODE_DENSE;
+        st  = ifl_dense_attn_fwd(ctx, &cfg, NULL, &q.t, &k.t, &v.t, &out.t, &lse.t);
+    } else if (want_sparse) {
+        ran = IFL_MODE_SPARSE;
+        st  = ifl_select(ctx, &cfg, NULL, &q.t, &k.t, &sel);
+        if (st == IFL_STATUS_OK) st = ifl_sparse_attn_fwd(ctx, &cfg, NULL, &q.t, &k.t, &v.t, &sel, &out.t, &lse.t);
+    } else {
+        st = ifl_infllmv2_fwd(ctx, &cfg, NULL, &q.t, &k.t, &v.t, &out.t, &lse.t, &sel, &ran);
+    }
+    if (st == IFL_STATUS_OK && grad) {
+        if (make_output(cmd, &dq, dq_path, 3, qshape) || make_output(cmd, &dk, dk_path, 3, kshape) ||
+            make_output(cmd, &dv, dv_path, 3, kshape))
+            goto done;
+        st = ran == IFL_MODE_SPARSE
+                 ? ifl_sparse_attn_bwd(ctx, &cfg, NULL, &q.t, &k.t, &v.t, &sel, &out.t, &lse.t, &dout.t, &dq.t, &dk.t, &dv.t)
+                 : ifl_dense_attn_bwd(ctx, &cfg, NULL, &q.t, &k.t, &v.t, &out.t, &lse.t, &dout.t, &dq.t, &dk.t, &dv.t);
+    }
+    if (st != IFL_STATUS_OK) {
+        cli_error(cmd, "%s (%s)", ifl_ctx_errmsg(ctx), ifl_status_str(st));
+        goto done;
+    }
+
+    /* ---- outputs: only now is anything written ---- */
+    const struct output *writes[] = {&out, &lse, &dq, &dk, &dv};
+    for (int i = 0; i < 5; i++)
+        if (write_f32(cmd, writes[i])) goto done;
+    if (blocks_out && ran == IFL_MODE_SPARSE) {
+        char err[512];
+        if (npy_write(blocks_out, IFL_DTYPE_I32, 3, sel.shape, sel.data, err, sizeof err) != 0) {
+            cli_error(cmd, "%s", err);
+            goto done;
+        }
+    }
+    printf("infllm %s: %s mode, backend %s, Tq=%lld Tk=%lld (past %lld) Hq=%lld Hkv=%lld D=%lld, dtype %s%s\n",
+           cmd, ran == IFL_MODE_SPARSE ? "sparse" : "dense", backend_name, (long long)Tq, (long long)Tk,
+           (long long)(Tk - Tq), (long long)Hq, (long long)Hkv, (long long)D, ifl_dtype_name(dtype),
+           blocks_out && ran == IFL_MODE_DENSE ? " (no selection: --blocks-out not written)" : "");
+    rc = CLI_OK;
+done:
+    ifl_ctx_destroy(ctx);
+    free(sel_buf);
+    struct output *outs[] = {&out, &lse, &dq, &dk, &dv};
+    for (int i = 0; i < 5; i++) free(outs[i]->data);
+    struct input *ins[] = {&q, &k, &v, &dout, &sel_in};
+    for (int i = 0; i < 5; i++) {
+        npy_free(&ins[i]->a);
+        free(ins[i]->buf);
+    }
+    return rc;
+}

@@ -1,0 +1,54 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * infllm.c -- the command-line tool: subcommand dispatch, `version` and the top-level help.
+ * The tool uses only the public API (include/infllm.h). Exit codes: 0 ok, 1 failure, 2 usage.
+ */
+#include "cli.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static const char usage[] =
+    "usage: infllm <command> [options]      (infllm <command> --help for its options)\n"
+    "\n"
+    "InfLLM-V2 dense-sparse switchable attention (arXiv 2509.24663).\n"
+    "\n"
+    "commands:\n"
+    "  demo      a synthetic long-context case with planted needle blocks: dense vs sparse\n"
+    "  attn      attention forward on .npy files (selection, sparse or dense)\n"
+    "  grad      attention backward on .npy files\n"
+    "  version   print the library version and the backends of this build\n";
+
+static int cmd_version(int argc, char **argv) {
+    struct cli_opt none[1];
+    int            rc = cli_parse("version", argc, argv, 2, none, 0);
+    if (rc == CLI_HELP) {
+        printf("usage: infllm version\n\nPrints the library version and the backends of this build.\n");
+        return CLI_OK;
+    }
+    if (rc != CLI_OK) return rc;
+    printf("infllm %s (backends:", ifl_version());
+    const enum ifl_backend all[] = {IFL_BACKEND_REF, IFL_BACKEND_CPU, IFL_BACKEND_CUDA};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        if (ifl_backend_available(all[i])) printf(" %s", ifl_backend_name(all[i]));
+    printf(")\n");
+    return CLI_OK;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        fputs(usage, stderr);
+        return CLI_USAGE;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "-h") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "help") == 0) {
+        fputs(usage, stdout);
+        return CLI_OK;
+    }
+    if (strcmp(cmd, "attn") == 0) return cmd_attn(argc, argv, 0);
+    if (strcmp(cmd, "grad") == 0) return cmd_attn(argc, argv, 1);
+    if (strcmp(cmd, "demo") == 0) return cmd_demo(argc, argv);
+    if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) return cmd_version(argc, argv);
+    fprintf(stderr, "infllm: unknown command '%s'\n\n%s", cmd, usage);
+    return CLI_USAGE;
+}
