@@ -214,7 +214,9 @@ struct ifl_batch {
  * in an input when check_finite is on, overlapping outputs), SHAPE, DTYPE, OUT_OF_MEMORY. */
 
 /* Compressed keys (spec §2.1). c1[j] = mean(k[j*kernel_stride .. +kernel_size-1]) per sequence
- * and KV head, complete windows only; c2 likewise with the coarse kernel. Rows are packed by
+ * and KV head, complete windows only; c2 likewise with the coarse kernel. The mean is rounded to
+ * k's dtype (bf16 keys give bf16 compressed keys, as a KV cache stores them); stage 1 uses
+ * exactly these values. Rows are packed by
  * sequence: sequence s contributes ifl_compressed_len(Tk_s, ...) rows, in order.
  *   k : [Tk, Hkv, D]     c1 : [N1, Hkv, D]     c2 : [N2, Hkv, D] or NULL
  * N1 (N2) must equal the sum over sequences; a batch with no complete window at all has no rows,

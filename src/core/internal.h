@@ -51,6 +51,9 @@ double ifl__load(const struct ifl_tensor *t, int64_t off);
 /* Stores x at offset off, rounding to the tensor's dtype (round to nearest even). */
 void ifl__store(const struct ifl_tensor *t, int64_t off, double x);
 
+/* x rounded to a float dtype and back (the identity for f64). */
+double ifl__round(enum ifl_dtype dtype, double x);
+
 /* 1 for f64/f32/f16/bf16. */
 int ifl__dtype_is_float(enum ifl_dtype dtype);
 
@@ -65,6 +68,9 @@ struct ifl__seq {
 };
 
 /* Everything an op needs, checked and resolved. Tensor pointers an op does not use are NULL.
+ * For select, c1/c2 (when not NULL) hold the compressed keys of every sequence, packed as
+ * ifl_compress_keys writes them, so a KV cache need not recompute them; else the backend
+ * computes them from k.
  * Shapes: q/out/dout/dq [Tq, Hq, D], k/v/dk/dv [Tk, Hkv, D], lse [Tq, Hq], sel [Hkv, Tq, K],
  * c1 [N1, Hkv, D], c2 [N2, Hkv, D]. */
 struct ifl__problem {

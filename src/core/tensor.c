@@ -121,6 +121,15 @@ double ifl__load(const struct ifl_tensor *t, int64_t off) {
     return 0.0;
 }
 
+double ifl__round(enum ifl_dtype dtype, double x) {
+    switch (dtype) {
+    case IFL_DTYPE_F32: return (float)x;
+    case IFL_DTYPE_F16: return ifl_f16_to_f32(ifl_f32_to_f16((float)x));
+    case IFL_DTYPE_BF16: return ifl_bf16_to_f32(ifl_f32_to_bf16((float)x));
+    default: return x;
+    }
+}
+
 void ifl__store(const struct ifl_tensor *t, int64_t off, double x) {
     switch (t->dtype) {
     case IFL_DTYPE_F64: ((double *)t->data)[off] = x; break;

@@ -16,11 +16,12 @@ double *ref_load(const struct ifl_tensor *t);
 /* Stores rows row0 .. row0+n_rows-1 (first dimension) of x (contiguous, the tensor's shape). */
 void ref_store_rows(const struct ifl_tensor *t, const double *x, int64_t row0, int64_t n_rows);
 
-/* Mean-pooled compressed keys of one sequence (spec §2.1).
+/* Mean-pooled compressed keys of one sequence (spec §2.1): the mean in float64, rounded to
+ * `dtype`, the storage dtype of the keys (as the spec stores them, and as a KV cache keeps them).
  *   k   : [nk, hkv, d] contiguous float64 (the sequence's keys only)
  *   out : [ifl_compressed_len(nk, kernel, stride), hkv, d] */
 void ref_compress_seq(const double *k, int64_t nk, int64_t hkv, int64_t d, int64_t kernel,
-                      int64_t stride, double *out);
+                      int64_t stride, enum ifl_dtype dtype, double *out);
 
 enum ifl_status ref_compress_keys(struct ifl_ctx *ctx, const struct ifl__problem *pb);
 enum ifl_status ref_select(struct ifl_ctx *ctx, const struct ifl__problem *pb);

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT
  *
  * ref_compress.c -- compressed keys (spec §2.1): the mean of every complete window of `kernel`
- * keys, windows starting every `stride` keys. A trailing partial window makes no key.
+ * keys, windows starting every `stride` keys. A trailing partial window makes no key. The mean is
+ * taken in float64 and rounded to the keys' dtype, so bf16 keys give bf16 compressed keys.
  */
 #include "ref.h"
 
@@ -9,7 +10,7 @@
 #include <string.h>
 
 void ref_compress_seq(const double *k, int64_t nk, int64_t hkv, int64_t d, int64_t kernel,
-                      int64_t stride, double *out) {
+                      int64_t stride, enum ifl_dtype dtype, double *out) {
     int64_t n = ifl_compressed_len(nk, (int32_t)kernel, (int32_t)stride);
     for (int64_t j = 0; j < n; j++)
         for (int64_t g = 0; g < hkv; g++) {
@@ -17,7 +18,7 @@ void ref_compress_seq(const double *k, int64_t nk, int64_t hkv, int64_t d, int64
             memset(c, 0, (size_t)d * sizeof *c);
             for (int64_t t = j * stride; t < j * stride + kernel; t++)
                 for (int64_t x = 0; x < d; x++) c[x] += k[(t * hkv + g) * d + x];
-            for (int64_t x = 0; x < d; x++) c[x] /= (double)kernel;
+            for (int64_t x = 0; x < d; x++) c[x] = ifl__round(dtype, c[x] / (double)kernel);
         }
 }
 
@@ -31,7 +32,7 @@ static enum ifl_status compress_into(struct ifl_ctx *ctx, const struct ifl__prob
     for (int64_t s = 0; s < pb->n_seqs; s++) {
         const struct ifl__seq *sq = &pb->seqs[s];
         ref_compress_seq(k + sq->k0 * pb->hkv * pb->d, sq->nk, pb->hkv, pb->d, kernel, stride,
-                         c + row * pb->hkv * pb->d);
+                         pb->k->dtype, c + row * pb->hkv * pb->d);
         row += ifl_compressed_len(sq->nk, (int32_t)kernel, (int32_t)stride);
     }
     ref_store_rows(out, c, 0, row);

@@ -16,6 +16,7 @@
 
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 struct scored_block {
     double  score;
@@ -119,10 +120,27 @@ static void select_seq(const struct ifl__problem *pb, const struct ifl__seq *sq,
     }
 }
 
+/* The compressed keys of one sequence: copied out of pb->c1/c2 when the caller holds them (a KV
+ * cache does), else computed from its keys. off1/off2 are the sequence's first rows there. */
+static void seq_compressed(const struct ifl__problem *pb, const struct ifl__seq *sq, const double *k,
+                           const double *c1_all, const double *c2_all, int64_t off1, int64_t off2,
+                           double *c1, double *c2) {
+    const struct ifl_sparse_config *c   = &pb->cfg;
+    const int64_t                   row = pb->hkv * pb->d;
+    int64_t n1 = ifl_compressed_len(sq->nk, c->kernel_size, c->kernel_stride);
+    int64_t n2 = ifl_compressed_len(sq->nk, c->coarse_kernel_size, c->coarse_kernel_stride);
+    if (c1_all) memcpy(c1, c1_all + off1 * row, (size_t)(n1 * row) * sizeof *c1);
+    else ref_compress_seq(k + sq->k0 * row, sq->nk, pb->hkv, pb->d, c->kernel_size, c->kernel_stride, pb->k->dtype, c1);
+    if (c2_all) memcpy(c2, c2_all + off2 * row, (size_t)(n2 * row) * sizeof *c2);
+    else ref_compress_seq(k + sq->k0 * row, sq->nk, pb->hkv, pb->d, c->coarse_kernel_size, c->coarse_kernel_stride,
+                          pb->k->dtype, c2);
+}
+
 enum ifl_status ref_select(struct ifl_ctx *ctx, const struct ifl__problem *pb) {
     const struct ifl_sparse_config *c  = &pb->cfg;
     enum ifl_status                 st = IFL_STATUS_OK;
     double *q = ref_load(pb->q), *k = ref_load(pb->k);
+    double *c1_all = ref_load(pb->c1), *c2_all = ref_load(pb->c2); /* NULL unless given */
     int64_t max_nk = 0;
     for (int64_t s = 0; s < pb->n_seqs; s++)
         if (pb->seqs[s].nk > max_nk) max_nk = pb->seqs[s].nk;
@@ -134,22 +152,26 @@ enum ifl_status ref_select(struct ifl_ctx *ctx, const struct ifl__problem *pb) {
     double *S  = malloc((size_t)(max_n1 + 1) * sizeof *S);
     struct scored_block *blocks = malloc((size_t)(max_nb + 1) * sizeof *blocks);
     int32_t             *picked = malloc((size_t)(max_nb + 1) * sizeof *picked);
-    if (!q || !k || !c1 || !c2 || !S || !blocks || !picked) {
+    if (!q || !k || !c1 || !c2 || !S || !blocks || !picked || (pb->c1 && !c1_all) || (pb->c2 && !c2_all)) {
         st = IFL_FAIL(ctx, IFL_STATUS_OUT_OF_MEMORY, "ifl_select: out of memory");
         goto done;
     }
+    int64_t off1 = 0, off2 = 0;
     for (int64_t s = 0; s < pb->n_seqs; s++) {
         const struct ifl__seq *sq = &pb->seqs[s];
-        if (sq->nq == 0) continue;
-        const double *ks = k + sq->k0 * pb->hkv * pb->d;
-        ref_compress_seq(ks, sq->nk, pb->hkv, pb->d, c->kernel_size, c->kernel_stride, c1);
-        ref_compress_seq(ks, sq->nk, pb->hkv, pb->d, c->coarse_kernel_size, c->coarse_kernel_stride, c2);
         int64_t n1 = ifl_compressed_len(sq->nk, c->kernel_size, c->kernel_stride);
-        select_seq(pb, sq, q + sq->q0 * pb->hq * pb->d, c1, n1, c2, S, blocks, picked);
+        if (sq->nq > 0) {
+            seq_compressed(pb, sq, k, c1_all, c2_all, off1, off2, c1, c2);
+            select_seq(pb, sq, q + sq->q0 * pb->hq * pb->d, c1, n1, c2, S, blocks, picked);
+        }
+        off1 += n1;
+        off2 += ifl_compressed_len(sq->nk, c->coarse_kernel_size, c->coarse_kernel_stride);
     }
 done:
     free(q);
     free(k);
+    free(c1_all);
+    free(c2_all);
     free(c1);
     free(c2);
     free(S);
