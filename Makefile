@@ -12,14 +12,22 @@ OPT     ?= -O2 -g
 WERROR  ?=
 CFLAGS  += -std=c11 $(OPT) -fPIC -Wall -Wextra -Wpedantic -Wshadow -Wstrict-prototypes \
            -Wmissing-prototypes -Wvla $(WERROR) $(SAN) -Iinclude -MMD -MP
-LDFLAGS += $(SAN)
+LDFLAGS += $(SAN) -pthread
 LDLIBS  += -lm
 
-LIB_SRC  := $(wildcard src/core/*.c) $(wildcard src/ref/*.c)
+LIB_SRC  := $(wildcard src/core/*.c) $(wildcard src/ref/*.c) src/cpu/cpu_backend.c src/cpu/threadpool.c
+
+# The cpu kernels are compiled once per instruction set and picked at run time (cpu_simd.h).
+CPU_ISA_SRC := src/cpu/cpu_tiles.c src/cpu/cpu_attn.c src/cpu/cpu_select.c src/cpu/cpu_bwd.c src/cpu/cpu_ops.c
+CPU_OPT     ?= -O3
+ISA_scalar  :=
+ISA_avx2    := -DCPU_ISA_AVX2 -mavx2 -mfma -mf16c
+ISA_avx512  := -DCPU_ISA_AVX512 -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx2 -mfma -mf16c
+CPU_ISA_OBJ := $(foreach isa,scalar avx2 avx512,$(CPU_ISA_SRC:%.c=$(BUILD)/%.$(isa).o))
 TOOL_SRC := $(wildcard tools/*.c)
 TESTS    := test_ref test_api_misuse
 
-LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o) $(CPU_ISA_OBJ)
 TOOL_OBJ := $(TOOL_SRC:%.c=$(BUILD)/%.o)
 
 .PHONY: all demo test check clean
@@ -28,6 +36,13 @@ all: $(BUILD)/libinfllm.a $(BUILD)/libinfllm.so $(BUILD)/infllm
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
+
+define cpu_isa_rule
+$(BUILD)/src/cpu/%.$(1).o: src/cpu/%.c
+	@mkdir -p $$(dir $$@)
+	$$(CC) $$(CFLAGS) $$(CPU_OPT) -ffp-contract=fast -Wno-psabi $$(ISA_$(1)) -c $$< -o $$@
+endef
+$(foreach isa,scalar avx2 avx512,$(eval $(call cpu_isa_rule,$(isa))))
 
 $(BUILD)/libinfllm.a: $(LIB_OBJ)
 	rm -f $@

@@ -116,7 +116,7 @@ uint16_t ifl_f32_to_bf16(float f);
 
 enum ifl_backend {
     IFL_BACKEND_REF,  /* float64, scalar, single-threaded: the executable specification */
-    IFL_BACKEND_CPU,  /* optimized CPU backend (not in this build yet) */
+    IFL_BACKEND_CPU,  /* SIMD, multi-threaded CPU backend; f32 compute, f32/f16/bf16 storage */
     IFL_BACKEND_CUDA, /* NVIDIA Hopper backend (not in this build yet) */
 };
 
@@ -126,9 +126,23 @@ const char *ifl_backend_name(enum ifl_backend backend);
 /* 1 if this build can create a context for the backend, else 0. */
 int ifl_backend_available(enum ifl_backend backend);
 
+/* Instruction-set level of the cpu backend. AUTO picks the best this processor runs; a lower
+ * level may be forced (also with the environment variable INFLLM_SIMD=scalar|avx2|avx512, which
+ * AUTO honours). Asking for a level the processor lacks fails with UNSUPPORTED. */
+enum ifl_simd {
+    IFL_SIMD_AUTO,
+    IFL_SIMD_SCALAR, /* portable C, any x86-64 (SSE2) */
+    IFL_SIMD_AVX2,   /* AVX2 + FMA + F16C */
+    IFL_SIMD_AVX512, /* AVX-512 F/BW/VL (+ BF16 dot products where the processor has them) */
+};
+
+/* "auto", "scalar", "avx2", "avx512" ("?" for unknown). */
+const char *ifl_simd_name(enum ifl_simd simd);
+
 struct ifl_ctx_params {
     enum ifl_backend backend;      /* default IFL_BACKEND_REF */
     int              n_threads;    /* 0 = all cores (the ref backend always uses one) */
+    enum ifl_simd    simd;         /* cpu backend only; default IFL_SIMD_AUTO */
     int              check_finite; /* 1 (default): ops refuse inputs holding NaN or Inf with
                                       IFL_STATUS_INVALID_ARG and the position of the first one;
                                       0 skips the scan (it reads every input once) */
@@ -140,12 +154,18 @@ struct ifl_ctx_params ifl_ctx_params_default(void);
 struct ifl_ctx;
 
 /* Creates a context. *out is set to NULL on failure. Errors: INVALID_ARG (params or out NULL,
- * n_threads < 0, unknown backend), UNSUPPORTED (backend not in this build), OUT_OF_MEMORY.
+ * n_threads < 0, unknown backend or simd), UNSUPPORTED (backend not in this build, or a simd
+ * level this processor lacks), OUT_OF_MEMORY.
  * A failure here has no context to carry a message; ifl_status_str() describes it. */
 enum ifl_status ifl_ctx_create(const struct ifl_ctx_params *params, struct ifl_ctx **out);
 
 /* Frees the context; NULL is a harmless no-op. */
 void ifl_ctx_destroy(struct ifl_ctx *ctx);
+
+/* The instruction-set level a cpu context runs (IFL_SIMD_SCALAR for other backends), and its
+ * worker thread count (1 for the ref backend). */
+enum ifl_simd ifl_ctx_simd(const struct ifl_ctx *ctx);
+int           ifl_ctx_threads(const struct ifl_ctx *ctx);
 
 /* The message of the last failed call on ctx ("" after a success). Never NULL: for a NULL or
  * destroyed context it returns a static message saying so. */

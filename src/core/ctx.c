@@ -39,7 +39,7 @@ const char *ifl_backend_name(enum ifl_backend backend) {
 static const struct ifl__backend *backend_table(enum ifl_backend backend) {
     switch (backend) {
     case IFL_BACKEND_REF: return &ifl__backend_ref;
-    case IFL_BACKEND_CPU: return NULL;
+    case IFL_BACKEND_CPU: return &ifl__backend_cpu;
     case IFL_BACKEND_CUDA: return NULL;
     }
     return NULL;
@@ -53,8 +53,23 @@ struct ifl_ctx_params ifl_ctx_params_default(void) {
     p.backend      = IFL_BACKEND_REF;
     p.n_threads    = 0;
     p.check_finite = 1;
+    p.simd         = IFL_SIMD_AUTO;
     return p;
 }
+
+const char *ifl_simd_name(enum ifl_simd simd) {
+    switch (simd) {
+    case IFL_SIMD_AUTO: return "auto";
+    case IFL_SIMD_SCALAR: return "scalar";
+    case IFL_SIMD_AVX2: return "avx2";
+    case IFL_SIMD_AVX512: return "avx512";
+    }
+    return "?";
+}
+
+enum ifl_simd ifl_ctx_simd(const struct ifl_ctx *ctx) { return ifl__ctx_ok(ctx) ? ctx->simd : IFL_SIMD_SCALAR; }
+
+int ifl_ctx_threads(const struct ifl_ctx *ctx) { return ifl__ctx_ok(ctx) ? ctx->n_threads : 0; }
 
 enum ifl_status ifl_ctx_create(const struct ifl_ctx_params *params, struct ifl_ctx **out) {
     if (out == NULL) return IFL_STATUS_INVALID_ARG;
@@ -63,19 +78,32 @@ enum ifl_status ifl_ctx_create(const struct ifl_ctx_params *params, struct ifl_c
     if (params->backend != IFL_BACKEND_REF && params->backend != IFL_BACKEND_CPU &&
         params->backend != IFL_BACKEND_CUDA)
         return IFL_STATUS_INVALID_ARG;
+    if (params->simd != IFL_SIMD_AUTO && params->simd != IFL_SIMD_SCALAR &&
+        params->simd != IFL_SIMD_AVX2 && params->simd != IFL_SIMD_AVX512)
+        return IFL_STATUS_INVALID_ARG;
     const struct ifl__backend *backend = backend_table(params->backend);
     if (backend == NULL) return IFL_STATUS_UNSUPPORTED;
     struct ifl_ctx *ctx = calloc(1, sizeof *ctx);
     if (ctx == NULL) return IFL_STATUS_OUT_OF_MEMORY;
-    ctx->magic   = IFL__CTX_MAGIC;
-    ctx->params  = *params;
-    ctx->backend = backend;
-    *out         = ctx;
+    ctx->magic     = IFL__CTX_MAGIC;
+    ctx->params    = *params;
+    ctx->backend   = backend;
+    ctx->simd      = IFL_SIMD_SCALAR;
+    ctx->n_threads = 1;
+    if (backend->init) {
+        enum ifl_status st = backend->init(ctx);
+        if (st != IFL_STATUS_OK) {
+            free(ctx);
+            return st;
+        }
+    }
+    *out = ctx;
     return IFL_STATUS_OK;
 }
 
 void ifl_ctx_destroy(struct ifl_ctx *ctx) {
     if (ctx == NULL || ctx->magic != IFL__CTX_MAGIC) return;
+    if (ctx->backend->release) ctx->backend->release(ctx);
     ctx->magic = IFL__CTX_DEAD;
     free(ctx);
 }

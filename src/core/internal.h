@@ -22,6 +22,9 @@ struct ifl_ctx {
     uint32_t                   magic;
     struct ifl_ctx_params      params;
     const struct ifl__backend *backend;
+    enum ifl_simd              simd;      /* resolved level (cpu backend) */
+    int                        n_threads; /* resolved worker count */
+    void                      *impl;      /* the backend's own state (thread pool, ...) */
     char                       errmsg[1024];
 };
 
@@ -91,6 +94,11 @@ struct ifl__problem {
  * They may fail only on resources (OUT_OF_MEMORY, DEVICE) or internal errors. */
 struct ifl__backend {
     const char *name;
+    /* (optional) sets ctx->simd, ctx->n_threads and ctx->impl; may fail with UNSUPPORTED or
+     * OUT_OF_MEMORY (there is no message yet: the context is not returned on failure) */
+    enum ifl_status (*init)(struct ifl_ctx *ctx);
+    /* (optional) frees ctx->impl */
+    void (*release)(struct ifl_ctx *ctx);
     enum ifl_status (*compress_keys)(struct ifl_ctx *ctx, const struct ifl__problem *pb);
     enum ifl_status (*select)(struct ifl_ctx *ctx, const struct ifl__problem *pb);
     enum ifl_status (*sparse_fwd)(struct ifl_ctx *ctx, const struct ifl__problem *pb);
@@ -100,6 +108,7 @@ struct ifl__backend {
 };
 
 extern const struct ifl__backend ifl__backend_ref;
+extern const struct ifl__backend ifl__backend_cpu;
 
 /* ---- derived sizes of the sparse config, shared by every backend ---- */
 

@@ -1,0 +1,103 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * cpu_tiles.c -- see cpu_tiles.h.
+ */
+#include "cpu_tiles.h"
+
+#include <stdlib.h>
+
+int CPU_FN(tiles_begin)(struct kv_tiles *t, const struct ifl__problem *pb) {
+    memset(t, 0, sizeof *t);
+    t->bs       = pb->cfg.block_size;
+    t->np       = round_up(t->bs, VL);
+    t->dp       = round_up(pb->d, VL);
+    t->seq_base = malloc((size_t)pb->n_seqs * sizeof *t->seq_base);
+    int64_t n   = 0;
+    if (t->seq_base == NULL) return -1;
+    for (int64_t s = 0; s < pb->n_seqs; s++) {
+        t->seq_base[s] = n;
+        n += pb->hkv * ((pb->seqs[s].nk + t->bs - 1) / t->bs);
+    }
+    t->index = malloc((size_t)(n + 1) * sizeof *t->index);
+    if (t->index == NULL) return -1;
+    for (int64_t i = 0; i < n; i++) t->index[i] = -1;
+    return 0;
+}
+
+struct convert_job {
+    struct kv_tiles           *t;
+    const struct ifl__problem *pb;
+    int64_t                    n_entries;
+    int                        with_bwd;
+};
+
+/* The (s, g, b) of an index entry: sequences are few, a linear scan is fine. */
+static void entry_coords(const struct kv_tiles *t, const struct ifl__problem *pb, int64_t e, int64_t *s,
+                         int64_t *g, int64_t *b) {
+    int64_t i = pb->n_seqs - 1;
+    while (i > 0 && t->seq_base[i] > e) i--;
+    int64_t nb = (pb->seqs[i].nk + t->bs - 1) / t->bs;
+    *s         = i;
+    *g         = (e - t->seq_base[i]) / nb;
+    *b         = (e - t->seq_base[i]) % nb;
+}
+
+static void convert_tile(void *arg, int64_t tile, int thread) {
+    (void)thread;
+    const struct convert_job  *job = arg;
+    struct kv_tiles           *t   = job->t;
+    const struct ifl__problem *pb  = job->pb;
+    int64_t                    s, g, b;
+    entry_coords(t, pb, t->src[tile], &s, &g, &b);
+    const int64_t np = t->np, dp = t->dp, D = pb->d, sz = np * dp;
+    float *kt = t->kt + tile * sz, *v = t->v + tile * sz;
+    float *k = t->k ? t->k + tile * sz : NULL, *vt = t->vt ? t->vt + tile * sz : NULL;
+    memset(kt, 0, (size_t)sz * sizeof *kt);
+    memset(v, 0, (size_t)sz * sizeof *v);
+    if (k) memset(k, 0, (size_t)sz * sizeof *k);
+    if (vt) memset(vt, 0, (size_t)sz * sizeof *vt);
+    float   krow[IFL_MAX_HEAD_DIM + 64];
+    int64_t first = b * t->bs, n = pb->seqs[s].nk - first < t->bs ? pb->seqs[s].nk - first : t->bs;
+    for (int64_t r = 0; r < n; r++) {
+        int64_t row = pb->seqs[s].k0 + first + r;
+        load_row(krow, pb->k, ifl__off3(pb->k, row, g, 0), D);
+        for (int64_t d = 0; d < D; d++) kt[d * np + r] = krow[d];
+        if (k) memcpy(k + r * dp, krow, (size_t)D * sizeof *k);
+        load_row(v + r * dp, pb->v, ifl__off3(pb->v, row, g, 0), D);
+        if (vt)
+            for (int64_t d = 0; d < D; d++) vt[d * np + r] = v[r * dp + d];
+    }
+}
+
+int CPU_FN(tiles_build)(struct kv_tiles *t, struct ifl_ctx *ctx, const struct ifl__problem *pb, int with_bwd) {
+    int64_t n_entries = t->seq_base[pb->n_seqs - 1] + pb->hkv * ((pb->seqs[pb->n_seqs - 1].nk + t->bs - 1) / t->bs);
+    t->n_tiles        = 0;
+    for (int64_t e = 0; e < n_entries; e++)
+        if (t->index[e] >= 0) t->index[e] = t->n_tiles++;
+    const size_t sz = (size_t)(t->np * t->dp) * sizeof(float);
+    size_t       n  = (size_t)(t->n_tiles > 0 ? t->n_tiles : 1);
+    t->src          = malloc(n * sizeof *t->src);
+    t->kt           = malloc(n * sz);
+    t->v            = malloc(n * sz);
+    if (with_bwd) {
+        t->k  = malloc(n * sz);
+        t->vt = malloc(n * sz);
+    }
+    if (!t->src || !t->kt || !t->v || (with_bwd && (!t->k || !t->vt))) return -1;
+    for (int64_t e = 0; e < n_entries; e++)
+        if (t->index[e] >= 0) t->src[t->index[e]] = e;
+    struct convert_job job = {t, pb, n_entries, with_bwd};
+    cpu_pool_run(cpu_pool_of(ctx), t->n_tiles, convert_tile, &job);
+    return 0;
+}
+
+void CPU_FN(tiles_free)(struct kv_tiles *t) {
+    free(t->seq_base);
+    free(t->index);
+    free(t->src);
+    free(t->kt);
+    free(t->v);
+    free(t->k);
+    free(t->vt);
+    memset(t, 0, sizeof *t);
+}
