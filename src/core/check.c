@@ -135,6 +135,9 @@ static int accepts(enum ifl__accept accept, enum ifl_dtype dtype) {
 
 /* Largest element offset a tensor may span, so byte offsets never overflow. */
 #define IFL__MAX_SPAN (INT64_MAX / 16)
+/* Largest element count of one tensor: sizes computed from it never overflow, and rows fit the
+ * int32 cumulative counts of a batch. */
+#define IFL__MAX_ELEMENTS ((int64_t)1 << 40)
 
 enum ifl_status ifl__check_tensor(struct ifl_ctx *ctx, const char *fn, const char *name,
                                   const struct ifl_tensor *t, int ndim, const int64_t *shape,
@@ -148,7 +151,7 @@ enum ifl_status ifl__check_tensor(struct ifl_ctx *ctx, const char *fn, const cha
     if (t->ndim != ndim)
         return IFL_FAIL(ctx, IFL_STATUS_SHAPE, "%s: %s has rank %d, expected %d", fn, name,
                         t->ndim, ndim);
-    int64_t span = 0;
+    int64_t span = 0, count = 1;
     for (int i = 0; i < ndim; i++) {
         if (t->shape[i] <= 0)
             return IFL_FAIL(ctx, IFL_STATUS_SHAPE, "%s: %s.shape[%d]=%lld, expected > 0", fn, name,
@@ -159,6 +162,10 @@ enum ifl_status ifl__check_tensor(struct ifl_ctx *ctx, const char *fn, const cha
         if (t->stride[i] < 0)
             return IFL_FAIL(ctx, IFL_STATUS_SHAPE, "%s: %s.stride[%d]=%lld, expected >= 0", fn,
                             name, i, (long long)t->stride[i]);
+        if (t->shape[i] > IFL__MAX_ELEMENTS / count)
+            return IFL_FAIL(ctx, IFL_STATUS_SHAPE, "%s: %s has more than 2^40 elements, expected fewer",
+                            fn, name);
+        count *= t->shape[i];
         int64_t n = t->shape[i] - 1;
         if (n > 0 && t->stride[i] > (IFL__MAX_SPAN - span) / n)
             return IFL_FAIL(ctx, IFL_STATUS_SHAPE, "%s: %s's shape and strides span too much memory",
@@ -193,17 +200,18 @@ static enum ifl_status resolve_batch(struct ifl_ctx *ctx, const char *fn,
     /* an op without queries (compression) reads only cu_seqlens_k */
     const int32_t *cq = pb->q ? batch->cu_seqlens_q : batch->cu_seqlens_k;
     const int32_t *ck = batch->cu_seqlens_k;
+    const char    *qn = pb->q ? "q" : "k"; /* name cq by what it is */
     if (cq == NULL || ck == NULL)
-        return IFL_FAIL(ctx, E, "%s: batch.cu_seqlens_%s is NULL", fn, cq == NULL ? "q" : "k");
+        return IFL_FAIL(ctx, E, "%s: batch.cu_seqlens_%s is NULL", fn, cq == NULL ? qn : "k");
     int32_t        n  = batch->n_seqs;
     if (cq[0] != 0 || ck[0] != 0)
         return IFL_FAIL(ctx, E, "%s: batch.cu_seqlens_%s[0]=%d, expected 0", fn,
-                        cq[0] != 0 ? "q" : "k", (int)(cq[0] != 0 ? cq[0] : ck[0]));
+                        cq[0] != 0 ? qn : "k", (int)(cq[0] != 0 ? cq[0] : ck[0]));
     for (int32_t s = 0; s < n; s++) {
         if (cq[s + 1] < cq[s] || ck[s + 1] < ck[s])
             return IFL_FAIL(ctx, E, "%s: batch.cu_seqlens_%s decreases at entry %d, expected a "
                             "non-decreasing cumulative count",
-                            fn, cq[s + 1] < cq[s] ? "q" : "k", (int)s + 1);
+                            fn, cq[s + 1] < cq[s] ? qn : "k", (int)s + 1);
         if (ck[s + 1] - ck[s] < cq[s + 1] - cq[s])
             return IFL_FAIL(ctx, E, "%s: batch sequence %d has %d keys and %d queries, expected "
                             "at least as many keys as queries",
@@ -238,6 +246,9 @@ enum ifl_status ifl__problem_begin(struct ifl_ctx *ctx, const char *fn,
     if (d > IFL_MAX_HEAD_DIM)
         return IFL_FAIL(ctx, IFL_STATUS_UNSUPPORTED, "%s: head dim k.shape[2]=%lld, expected <= %d",
                         fn, (long long)d, IFL_MAX_HEAD_DIM);
+    if (k->shape[0] > INT32_MAX || (q && q->shape[0] > INT32_MAX))
+        return IFL_FAIL(ctx, IFL_STATUS_SHAPE, "%s: %s has more than 2^31-1 rows, expected fewer", fn,
+                        k->shape[0] > INT32_MAX ? "k" : "q");
     pb->tk  = k->shape[0];
     pb->hkv = k->shape[1];
     pb->d   = d;
