@@ -48,36 +48,32 @@ static inline void store_row(const struct ifl_tensor *t, int64_t off, const floa
     }
 }
 
+/* Rows r0..r0+R-1 (R <= 6, a compile-time constant after inlining) of S = Q . Kt, columns c..c+2VL. */
+static inline __attribute__((always_inline)) void qk_block(const float *Q, int64_t ldq, int64_t r0, int R,
+                                                           const float *Kt, int64_t ldk, int64_t D, int64_t c,
+                                                           float *S, int64_t lds) {
+    vf a0[6] = {{0}}, a1[6] = {{0}};
+    const float *q = Q + r0 * ldq;
+    for (int64_t d = 0; d < D; d++) {
+        vf b0 = vload(Kt + d * ldk + c), b1 = vload(Kt + d * ldk + c + VL);
+        for (int i = 0; i < R; i++) {
+            float x = q[i * ldq + d];
+            a0[i] += x * b0, a1[i] += x * b1;
+        }
+    }
+    for (int i = 0; i < R; i++) vstore(S + (r0 + i) * lds + c, a0[i]), vstore(S + (r0 + i) * lds + c + VL, a1[i]);
+}
+
 /* S[M][N] = Q[M][D] . Kt[D][N]; N a multiple of VL; ldk >= N. */
 static inline void mk_qk(const float *Q, int64_t ldq, int64_t M, const float *Kt, int64_t ldk,
                          int64_t D, int64_t N, float *S, int64_t lds) {
     int64_t c = 0;
     for (; c + 2 * VL <= N; c += 2 * VL) {
         int64_t r = 0;
-        for (; r + 4 <= M; r += 4) {
-            vf a00 = {0}, a01 = {0}, a10 = {0}, a11 = {0}, a20 = {0}, a21 = {0}, a30 = {0}, a31 = {0};
-            const float *q0 = Q + r * ldq, *q1 = q0 + ldq, *q2 = q1 + ldq, *q3 = q2 + ldq;
-            for (int64_t d = 0; d < D; d++) {
-                vf b0 = vload(Kt + d * ldk + c), b1 = vload(Kt + d * ldk + c + VL);
-                a00 += q0[d] * b0, a01 += q0[d] * b1;
-                a10 += q1[d] * b0, a11 += q1[d] * b1;
-                a20 += q2[d] * b0, a21 += q2[d] * b1;
-                a30 += q3[d] * b0, a31 += q3[d] * b1;
-            }
-            vstore(S + r * lds + c, a00), vstore(S + r * lds + c + VL, a01);
-            vstore(S + (r + 1) * lds + c, a10), vstore(S + (r + 1) * lds + c + VL, a11);
-            vstore(S + (r + 2) * lds + c, a20), vstore(S + (r + 2) * lds + c + VL, a21);
-            vstore(S + (r + 3) * lds + c, a30), vstore(S + (r + 3) * lds + c + VL, a31);
-        }
-        for (; r < M; r++) {
-            vf a0 = {0}, a1 = {0};
-            const float *q = Q + r * ldq;
-            for (int64_t d = 0; d < D; d++) {
-                a0 += q[d] * vload(Kt + d * ldk + c);
-                a1 += q[d] * vload(Kt + d * ldk + c + VL);
-            }
-            vstore(S + r * lds + c, a0), vstore(S + r * lds + c + VL, a1);
-        }
+        for (; r + 6 <= M; r += 6) qk_block(Q, ldq, r, 6, Kt, ldk, D, c, S, lds);
+        if (M - r >= 4) qk_block(Q, ldq, r, 4, Kt, ldk, D, c, S, lds), r += 4;
+        if (M - r >= 2) qk_block(Q, ldq, r, 2, Kt, ldk, D, c, S, lds), r += 2;
+        if (M - r >= 1) qk_block(Q, ldq, r, 1, Kt, ldk, D, c, S, lds);
     }
     for (; c < N; c += VL)
         for (int64_t r = 0; r < M; r++) {

@@ -42,8 +42,21 @@ static void entry_coords(const struct kv_tiles *t, const struct ifl__problem *pb
     *b         = (e - t->seq_base[i]) % nb;
 }
 
+/* Zeroes the padding of a row-major [np][dp] tile: columns D.. of the n real rows, rows n.. */
+static void zero_padding(float *tile, int64_t n, int64_t np, int64_t D, int64_t dp) {
+    if (D < dp)
+        for (int64_t r = 0; r < n; r++) memset(tile + r * dp + D, 0, (size_t)(dp - D) * sizeof *tile);
+    memset(tile + n * dp, 0, (size_t)((np - n) * dp) * sizeof *tile);
+}
+
+/* out[d][r] = in[r][d] for a [np][dp] row-major tile; d outer so the writes are sequential and
+ * the strided reads stay inside the (L1-resident) source tile. */
+static void transpose_tile(float *out, const float *in, int64_t np, int64_t dp) {
+    for (int64_t d = 0; d < dp; d++)
+        for (int64_t r = 0; r < np; r++) out[d * np + r] = in[r * dp + d];
+}
+
 static void convert_tile(void *arg, int64_t tile, int thread) {
-    (void)thread;
     const struct convert_job  *job = arg;
     struct kv_tiles           *t   = job->t;
     const struct ifl__problem *pb  = job->pb;
@@ -51,22 +64,18 @@ static void convert_tile(void *arg, int64_t tile, int thread) {
     entry_coords(t, pb, t->src[tile], &s, &g, &b);
     const int64_t np = t->np, dp = t->dp, D = pb->d, sz = np * dp;
     float *kt = t->kt + tile * sz, *v = t->v + tile * sz;
-    float *k = t->k ? t->k + tile * sz : NULL, *vt = t->vt ? t->vt + tile * sz : NULL;
-    memset(kt, 0, (size_t)sz * sizeof *kt);
-    memset(v, 0, (size_t)sz * sizeof *v);
-    if (k) memset(k, 0, (size_t)sz * sizeof *k);
-    if (vt) memset(vt, 0, (size_t)sz * sizeof *vt);
-    float   krow[IFL_MAX_HEAD_DIM + 64];
+    /* K rows go to the backward's row-major tile, or to this thread's scratch */
+    float  *k  = t->k ? t->k + tile * sz : t->scratch + thread * sz;
     int64_t first = b * t->bs, n = pb->seqs[s].nk - first < t->bs ? pb->seqs[s].nk - first : t->bs;
     for (int64_t r = 0; r < n; r++) {
         int64_t row = pb->seqs[s].k0 + first + r;
-        load_row(krow, pb->k, ifl__off3(pb->k, row, g, 0), D);
-        for (int64_t d = 0; d < D; d++) kt[d * np + r] = krow[d];
-        if (k) memcpy(k + r * dp, krow, (size_t)D * sizeof *k);
+        load_row(k + r * dp, pb->k, ifl__off3(pb->k, row, g, 0), D);
         load_row(v + r * dp, pb->v, ifl__off3(pb->v, row, g, 0), D);
-        if (vt)
-            for (int64_t d = 0; d < D; d++) vt[d * np + r] = v[r * dp + d];
     }
+    zero_padding(k, n, np, D, dp);
+    zero_padding(v, n, np, D, dp);
+    transpose_tile(kt, k, np, dp);
+    if (t->vt) transpose_tile(t->vt + tile * sz, v, np, dp);
 }
 
 int CPU_FN(tiles_build)(struct kv_tiles *t, struct ifl_ctx *ctx, const struct ifl__problem *pb, int with_bwd) {
@@ -83,7 +92,8 @@ int CPU_FN(tiles_build)(struct kv_tiles *t, struct ifl_ctx *ctx, const struct if
         t->k  = malloc(n * sz);
         t->vt = malloc(n * sz);
     }
-    if (!t->src || !t->kt || !t->v || (with_bwd && (!t->k || !t->vt))) return -1;
+    t->scratch = malloc((size_t)ctx->n_threads * sz);
+    if (!t->src || !t->kt || !t->v || !t->scratch || (with_bwd && (!t->k || !t->vt))) return -1;
     for (int64_t e = 0; e < n_entries; e++)
         if (t->index[e] >= 0) t->src[t->index[e]] = e;
     struct convert_job job = {t, pb, n_entries, with_bwd};
@@ -99,5 +109,6 @@ void CPU_FN(tiles_free)(struct kv_tiles *t) {
     free(t->v);
     free(t->k);
     free(t->vt);
+    free(t->scratch);
     memset(t, 0, sizeof *t);
 }

@@ -21,6 +21,7 @@ struct kv_tiles {
     int64_t *src;      /* [n_tiles] the index entry each tile was made from */
     float   *kt, *v;   /* forward layouts */
     float   *k, *vt;   /* backward layouts, NULL unless asked for */
+    float   *scratch;  /* per thread: one row-major tile, for the conversion */
 };
 
 /* Step 1: allocates the index (all -1); the caller then marks needed entries with 1. */
