@@ -157,14 +157,20 @@ enum ifl_status ifl_kv_cache_create(struct ifl_ctx *ctx, const struct ifl_kv_cac
         return IFL_FAIL(ctx, IFL_STATUS_DTYPE, "%s: params.dtype=%s, expected f64, f32, f16 or bf16",
                         fn, ifl_dtype_name(p.dtype));
     if ((st = ifl__check_config(ctx, fn, &params->cfg, &p.cfg))) return st;
+    /* the ops take at most 2^31-1 rows and 2^40 elements per tensor (check.c) */
+    if (p.capacity > INT32_MAX || p.capacity > ((int64_t)1 << 40) / ((int64_t)p.n_heads_kv * p.head_dim))
+        return IFL_FAIL(ctx, IFL_STATUS_INVALID_ARG,
+                        "%s: params.capacity=%lld, expected at most 2^31-1 tokens and at most 2^40 "
+                        "elements per sequence's K (the ops' tensor limits)",
+                        fn, (long long)p.capacity);
 
     /* sizes, refusing anything whose byte count would not fit (the ops need int64 offsets) */
     const int64_t n1 = n_fine(&p.cfg, p.capacity), n2 = n_coarse(&p.cfg, p.capacity);
     const int64_t esize = (int64_t)ifl_dtype_size(p.dtype), row = (int64_t)p.n_heads_kv * p.head_dim;
     const int64_t limit = (int64_t)(SIZE_MAX / 2 < (size_t)INT64_MAX / 16 ? SIZE_MAX / 2 : (size_t)INT64_MAX / 16);
-    int64_t       rows_per_seq, rows_all, elems, bytes;
-    if (p.capacity > limit / 4 || n1 > p.capacity || n2 > p.capacity ||
-        !mul_within(p.n_seqs, rows_per_seq = 2 * p.capacity + n1 + n2, limit, &rows_all) ||
+    int64_t       rows_all, elems, bytes;
+    if (p.capacity > limit / 4 || /* then 2*capacity + n1 + n2 <= limit */
+        !mul_within(p.n_seqs, 2 * p.capacity + n1 + n2, limit, &rows_all) ||
         !mul_within(rows_all, row, limit, &elems) || !mul_within(elems, esize, limit, &bytes))
         return IFL_FAIL(ctx, IFL_STATUS_OUT_OF_MEMORY,
                         "%s: params.capacity=%lld x n_seqs=%d x %lld elements per token is too large "

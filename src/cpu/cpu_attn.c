@@ -1,18 +1,34 @@
 /* SPDX-License-Identifier: MIT
  *
  * cpu_attn.c -- dense causal and sparse (stage 2) attention forward on the cpu.
- * One task = one KV head of one sequence and a group of query rows: for sparse attention the G
- * query heads of one token (they share its selected blocks, so each key/value tile loaded serves
- * all of them); for dense attention the G heads of a few consecutive tokens (about 64 rows).
- * Each task runs FlashAttention's online softmax over its blocks in ascending order and writes
- * only its own rows, so results do not depend on the thread count.
+ * One task = one KV head of one sequence and the G query heads of a few consecutive tokens. The
+ * task walks the union of the blocks its tokens attend in ascending order (all past blocks for
+ * dense attention; the merged selections for sparse) and runs each key/value tile once for all
+ * the rows that attend it: the G heads of a token share its selection, and neighbouring tokens
+ * mostly select the same blocks. FlashAttention's online softmax per row; each task writes only
+ * its own rows, so results do not depend on the thread count.
  */
 #include "cpu_tiles.h"
 
 #include <stdlib.h>
 
-/* Rows per dense task: whole tokens, about 64 rows. */
-static int64_t dense_tokens_per_task(int64_t G) { return G >= 64 ? 1 : 64 / G; }
+/* Tokens per task: about 64 rows for dense attention; 128 rows for sparse, where the tokens of a
+ * task share every tile that several of them selected (neighbouring tokens select alike). */
+static int64_t tokens_per_task(int64_t G, int sparse) {
+    int64_t rows = sparse ? 128 : 64;
+    return G >= rows ? 1 : rows / G;
+}
+
+/* The next selected block of a selection row at or after *cursor that the token at position p
+ * can see, or INT64_MAX when none is left. */
+static int64_t next_block(const int32_t *row, int64_t width, int64_t *cursor, int64_t p, int64_t bs) {
+    while (*cursor < width && row[*cursor] >= 0) {
+        int64_t b = row[*cursor];
+        if (b * bs <= p) return b;
+        ++*cursor; /* a block after the query: nothing visible (rows are ascending, so done) */
+    }
+    return INT64_MAX;
+}
 
 struct fwd_job {
     const struct ifl__problem *pb;
@@ -20,12 +36,15 @@ struct fwd_job {
     int                        sparse;
     int64_t                    tokens_per_task;
     int64_t                   *task_seq; /* [n_seqs + 1] first task of each sequence */
-    float                     *scratch;  /* per thread */
-    int64_t                    scratch_floats;
+    char                      *scratch;  /* per thread */
+    int64_t                    scratch_bytes;
 };
 
-/* Per-thread scratch: Qs [M][dp], O [M][dp], S [M][np], m, l [M], valid [M] (as floats). */
-static int64_t fwd_scratch_floats(int64_t M, int64_t dp, int64_t np) { return M * (2 * dp + np + 3) + 64; }
+/* Per-thread scratch of a task of M rows and T tokens. */
+static int64_t fwd_scratch_bytes(int64_t M, int64_t T, int64_t dp, int64_t np) {
+    return (int64_t)sizeof(float) * (M * (2 * dp + np + 2) + 64) + (int64_t)sizeof(int32_t) * M +
+           (int64_t)sizeof(float *) * 4 * M + (int64_t)sizeof(int64_t) * T + 64;
+}
 
 static void fwd_task(void *arg, int64_t task, int thread) {
     const struct fwd_job      *job = arg;
@@ -34,50 +53,68 @@ static void fwd_task(void *arg, int64_t task, int thread) {
     int64_t s = 0;
     while (job->task_seq[s + 1] <= task) s++;
     const struct ifl__seq *sq = &pb->seqs[s];
-    const int64_t          G = pb->g, D = pb->d, dp = t->dp, np = t->np, bs = t->bs;
-    const int64_t          per_g = ifl__ceil_div(sq->nq, job->tokens_per_task);
+    const int64_t          G = pb->g, D = pb->d, dp = t->dp, np = t->np, bs = t->bs, TT = job->tokens_per_task;
+    const int64_t          per_g = ifl__ceil_div(sq->nq, TT);
     int64_t                local = task - job->task_seq[s];
     const int64_t          g     = local / per_g;
     const int64_t          chunk = per_g - 1 - local % per_g; /* heaviest (latest) rows first */
-    const int64_t          i0    = chunk * job->tokens_per_task;
-    const int64_t          nt    = sq->nq - i0 < job->tokens_per_task ? sq->nq - i0 : job->tokens_per_task;
-    const int64_t          M     = nt * G;
+    const int64_t          i0    = chunk * TT;
+    const int64_t          nt    = sq->nq - i0 < TT ? sq->nq - i0 : TT;
+    const int64_t          M     = nt * G, p0 = sq->past + i0; /* token k sits at p0 + k */
 
-    float   *Qs = job->scratch + thread * job->scratch_floats;
+    float   *Qs = (float *)(job->scratch + thread * job->scratch_bytes);
     float   *O = Qs + M * dp, *S = O + M * dp, *m = S + M * np, *l = m + M;
     int32_t *valid = (int32_t *)(l + M);
+    float  **qp = (float **)(valid + M + 8 - (M % 8)), **op = qp + M, **mp = op + M, **lp = mp + M;
+    int64_t *cursor = (int64_t *)(lp + M);
     const float qscale = (float)(pb->cfg.scale * LOG2E);
-    for (int64_t tk = 0; tk < nt; tk++)
-        for (int64_t hh = 0; hh < G; hh++) {
-            float *q = Qs + (tk * G + hh) * dp;
-            load_row(q, pb->q, ifl__off3(pb->q, sq->q0 + i0 + tk, g * G + hh, 0), D);
-            for (int64_t d = 0; d < D; d++) q[d] *= qscale;
-            for (int64_t d = D; d < dp; d++) q[d] = 0;
-        }
-    memset(O, 0, (size_t)(M * dp) * sizeof *O);
-    for (int64_t r = 0; r < M; r++) m[r] = -INFINITY, l[r] = 0;
-
-    const int64_t  p_last = sq->past + i0 + nt - 1;
-    const int32_t *sel_row = NULL;
-    int64_t        n_blocks = p_last / bs + 1;
-    if (job->sparse) {
-        sel_row  = (const int32_t *)pb->sel->data + g * pb->sel->stride[0] + (sq->q0 + i0) * pb->sel->stride[1];
-        n_blocks = pb->sel->shape[2];
+    for (int64_t r = 0; r < M; r++) {
+        float *q = Qs + r * dp;
+        load_row(q, pb->q, ifl__off3(pb->q, sq->q0 + i0 + r / G, g * G + r % G, 0), D);
+        for (int64_t d = 0; d < D; d++) q[d] *= qscale;
+        for (int64_t d = D; d < dp; d++) q[d] = 0;
+        m[r] = -INFINITY, l[r] = 0;
     }
-    for (int64_t c = 0; c < n_blocks; c++) {
-        int64_t b = job->sparse ? sel_row[c] : c;
-        if (b < 0) break;
-        if (b * bs > p_last) continue;
-        int64_t nmax = 0;
-        for (int64_t r = 0; r < M; r++) {
-            int64_t p = sq->past + i0 + r / G, n = p - b * bs + 1;
-            valid[r] = (int32_t)(n < 0 ? 0 : n > bs ? bs : n);
-            nmax     = valid[r] > nmax ? valid[r] : nmax;
+    memset(O, 0, (size_t)(M * dp) * sizeof *O);
+
+    const struct ifl_tensor *sel = pb->sel;
+    const int64_t            width = job->sparse ? sel->shape[2] : 0;
+    for (int64_t k = 0; k < nt; k++) cursor[k] = 0;
+    for (int64_t b = 0;; b++) {
+        /* the next block some token of the task attends, and which tokens do */
+        if (job->sparse) {
+            b = INT64_MAX;
+            for (int64_t k = 0; k < nt; k++) {
+                const int32_t *row = (const int32_t *)sel->data + g * sel->stride[0] + (sq->q0 + i0 + k) * sel->stride[1];
+                int64_t        nb  = next_block(row, width, &cursor[k], p0 + k, bs);
+                b                  = nb < b ? nb : b;
+            }
+            if (b == INT64_MAX) break;
+        } else if (b * bs > p0 + nt - 1) {
+            break;
+        }
+        int64_t n = 0, nmax = 0;
+        for (int64_t k = 0; k < nt; k++) {
+            if (job->sparse) {
+                const int32_t *row = (const int32_t *)sel->data + g * sel->stride[0] + (sq->q0 + i0 + k) * sel->stride[1];
+                if (cursor[k] >= width || row[cursor[k]] != b) continue;
+                cursor[k]++;
+            } else if (b * bs > p0 + k) {
+                continue;
+            }
+            int64_t cnt = p0 + k - b * bs + 1;
+            cnt         = cnt > bs ? bs : cnt;
+            nmax        = cnt > nmax ? cnt : nmax;
+            for (int64_t hh = 0; hh < G; hh++, n++) {
+                int64_t r = k * G + hh;
+                qp[n] = Qs + r * dp, op[n] = O + r * dp, mp[n] = m + r, lp[n] = l + r;
+                valid[n] = (int32_t)cnt;
+            }
         }
         int64_t tile = *tiles_entry(t, pb, s, g, b);
-        mk_qk(Qs, dp, M, t->kt + tile * np * dp, np, D, np, S, np);
-        softmax_tile(S, np, M, np, valid, m, l, O, dp, dp);
-        mk_pv(S, np, M, nmax, t->v + tile * np * dp, dp, dp, O, dp);
+        mk_qk((const float *const *)qp, n, t->kt + tile * np * dp, np, D, np, S, np);
+        softmax_tile(S, np, n, np, valid, mp, lp, op, dp);
+        mk_pv(S, np, n, nmax, t->v + tile * np * dp, dp, dp, op);
     }
     for (int64_t r = 0; r < M; r++) {
         int64_t row = sq->q0 + i0 + r / G, h = g * G + r % G;
@@ -94,7 +131,7 @@ static void fwd_task(void *arg, int64_t task, int thread) {
 
 static enum ifl_status attn_fwd(struct ifl_ctx *ctx, const struct ifl__problem *pb, int sparse, const char *fn) {
     struct kv_tiles t;
-    struct fwd_job  job = {pb, &t, sparse, sparse ? 1 : dense_tokens_per_task(pb->g), NULL, NULL, 0};
+    struct fwd_job  job = {pb, &t, sparse, tokens_per_task(pb->g, sparse), NULL, NULL, 0};
     enum ifl_status st  = IFL_STATUS_OK;
     job.task_seq        = malloc((size_t)(pb->n_seqs + 1) * sizeof *job.task_seq);
     if (CPU_FN(tiles_begin)(&t, pb) != 0 || job.task_seq == NULL) goto oom;
@@ -117,10 +154,9 @@ static enum ifl_status attn_fwd(struct ifl_ctx *ctx, const struct ifl__problem *
         }
     }
     if (CPU_FN(tiles_build)(&t, ctx, pb, 0) != 0) goto oom;
-    int64_t M          = job.tokens_per_task * pb->g;
-    int     nth        = ctx->n_threads;
-    job.scratch_floats = fwd_scratch_floats(M, t.dp, t.np);
-    job.scratch        = malloc((size_t)(job.scratch_floats * nth) * sizeof(float));
+    int64_t M         = job.tokens_per_task * pb->g;
+    job.scratch_bytes = round_up(fwd_scratch_bytes(M, job.tokens_per_task, t.dp, t.np), 64);
+    job.scratch       = malloc((size_t)(job.scratch_bytes * ctx->n_threads));
     if (job.scratch == NULL) goto oom;
     cpu_pool_run(cpu_pool_of(ctx), job.task_seq[pb->n_seqs], fwd_task, &job);
     goto done;

@@ -76,6 +76,8 @@ static void pass_a(void *arg, int64_t task, int thread) {
     float *dOs = Qs + M * dp, *dQ = dOs + M * dp, *S = dQ + M * dp, *dP = S + M * np;
     float *di = dP + M * np, *lse2 = di + M, *orow = lse2 + M;
     int32_t *valid = (int32_t *)(orow + dp);
+    float  **qp = (float **)(valid + M + 8 - M % 8), **gp = qp + M, **dqp = gp + M;
+    row_ptrs(Qs, dp, M, qp), row_ptrs(dOs, dp, M, gp), row_ptrs(dQ, dp, M, dqp);
     for (int64_t tk = 0; tk < nt; tk++) {
         load_rows(pb, sq, i0 + tk, g, dp, Qs + tk * G * dp, dOs + tk * G * dp);
         for (int64_t hh = 0; hh < G; hh++) {
@@ -106,10 +108,10 @@ static void pass_a(void *arg, int64_t task, int thread) {
             valid[r]  = (int32_t)(n < 0 ? 0 : n > bs ? bs : n);
         }
         int64_t tile = *tiles_entry(t, pb, s, g, b);
-        mk_qk(Qs, dp, M, t->kt + tile * np * dp, np, D, np, S, np);
-        mk_qk(dOs, dp, M, t->vt + tile * np * dp, np, D, np, dP, np);
+        mk_qk((const float *const *)qp, M, t->kt + tile * np * dp, np, D, np, S, np);
+        mk_qk((const float *const *)gp, M, t->vt + tile * np * dp, np, D, np, dP, np);
         probs_and_ds(S, dP, np, M, valid, lse2, di);
-        mk_pv(dP, np, M, np, t->k + tile * np * dp, dp, dp, dQ, dp);
+        mk_pv(dP, np, M, np, t->k + tile * np * dp, dp, dp, dqp);
     }
     const float scale = (float)pb->cfg.scale;
     for (int64_t r = 0; r < M; r++) {
@@ -137,6 +139,8 @@ static void pass_b(void *arg, int64_t tile, int thread) {
     float *dOs = Qs + MR * dp, *S = dOs + MR * dp, *dP = S + MR * np, *Pt = dP + MR * np, *dSt = Pt + np * MR;
     float *dK = dSt + np * MR, *dV = dK + np * dp, *di = dV + np * dp, *lse2 = di + MR;
     int32_t *valid = (int32_t *)(lse2 + MR);
+    float  **qp = (float **)(valid + MR + 8 - MR % 8), **gp = qp + MR, **dkp = gp + MR, **dvp = dkp + np;
+    row_ptrs(Qs, dp, MR, qp), row_ptrs(dOs, dp, MR, gp), row_ptrs(dK, dp, np, dkp), row_ptrs(dV, dp, np, dvp);
     memset(dK, 0, (size_t)(np * dp) * sizeof *dK);
     memset(dV, 0, (size_t)(np * dp) * sizeof *dV);
 
@@ -155,13 +159,13 @@ static void pass_b(void *arg, int64_t tile, int thread) {
                 valid[r] = (int32_t)(n > bs ? bs : n);
             }
         }
-        mk_qk(Qs, dp, M, t->kt + tile * np * dp, np, D, np, S, np);
-        mk_qk(dOs, dp, M, t->vt + tile * np * dp, np, D, np, dP, np);
+        mk_qk((const float *const *)qp, M, t->kt + tile * np * dp, np, D, np, S, np);
+        mk_qk((const float *const *)gp, M, t->vt + tile * np * dp, np, D, np, dP, np);
         probs_and_ds(S, dP, np, M, valid, lse2, di);
         for (int64_t r = 0; r < M; r++) /* transpose P and dS to [key][row] */
             for (int64_t k = 0; k < np; k++) Pt[k * MR + r] = S[r * np + k], dSt[k * MR + r] = dP[r * np + k];
-        mk_pv(Pt, MR, np, M, dOs, dp, dp, dV, dp);
-        mk_pv(dSt, MR, np, M, Qs, dp, dp, dK, dp);
+        mk_pv(Pt, MR, np, M, dOs, dp, dp, dvp);
+        mk_pv(dSt, MR, np, M, Qs, dp, dp, dkp);
     }
     /* Qs carries scale * log2(e); dK wants scale alone */
     const int64_t rows = sq->nk - b * bs < bs ? sq->nk - b * bs : bs;
@@ -232,8 +236,9 @@ static enum ifl_status attn_bwd(struct ifl_ctx *ctx, const struct ifl__problem *
         }
     }
     const int64_t MA = job.tokens_per_task * pb->g, MR = (ROWS_B / pb->g > 0 ? ROWS_B / pb->g : 1) * pb->g;
-    const int64_t fa = MA * (3 * t.dp + 2 * t.np + 3) + t.dp + 64;
-    const int64_t fb = MR * (2 * t.dp + 4 * t.np + 3) + 2 * t.np * t.dp + 64;
+    const int64_t pf = PTR_FLOATS;
+    const int64_t fa = MA * (3 * t.dp + 2 * t.np + 3 + 3 * pf) + t.dp + 64;
+    const int64_t fb = MR * (2 * t.dp + 4 * t.np + 3 + 2 * pf) + 2 * t.np * (t.dp + pf) + 64;
     job.scratch_floats = fa > fb ? fa : fb;
     job.scratch        = malloc((size_t)(job.scratch_floats * ctx->n_threads) * sizeof(float));
     zero               = calloc((size_t)pb->d, sizeof *zero);

@@ -156,12 +156,12 @@ static void heap_push(struct scored_block *h, int64_t n, struct scored_block x) 
 }
 
 /* Log2-domain log-sum-exp per row of Qs [G][dp] over the first n keys of transposed tiles. */
-static void row_lse(const float *Qs, int64_t G, int64_t dp, int64_t D, const float *tiles, int64_t n,
+static void row_lse(const float *const *qp, int64_t G, int64_t dp, int64_t D, const float *tiles, int64_t n,
                     float *S, float *m, float *l, float *lse) {
     for (int64_t r = 0; r < G; r++) m[r] = -INFINITY, l[r] = 0;
     for (int64_t j0 = 0; j0 < n; j0 += CT) {
         int64_t cnt = n - j0 < CT ? n - j0 : CT;
-        mk_qk(Qs, dp, G, tiles + (j0 / CT) * dp * CT, CT, D, CT, S, CT);
+        mk_qk(qp, G, tiles + (j0 / CT) * dp * CT, CT, D, CT, S, CT);
         for (int64_t r = 0; r < G; r++) {
             float *s  = S + r * CT;
             float  mx = m[r];
@@ -198,6 +198,8 @@ static void select_task(void *arg, int64_t task, int thread) {
     float *Qs = job->scratch + thread * job->scratch_floats;
     float *S = Qs + G * dp, *lse = S + G * CT, *m = lse + G, *l = m + G, *Sh = l + G;
     struct scored_block *heap = (struct scored_block *)(Sh + round_up(n1 + 1, 2));
+    float **qp = (float **)(job->scratch + (thread + 1) * job->scratch_floats) - G; /* tail of the scratch */
+    row_ptrs(Qs, dp, G, qp);
     const float qscale = (float)(pb->cfg.scale * LOG2E);
     for (int64_t hh = 0; hh < G; hh++) {
         float *q = Qs + hh * dp;
@@ -210,11 +212,11 @@ static void select_task(void *arg, int64_t task, int thread) {
     /* 1-2: group-summed probabilities over the visible fine keys (0 for the invisible ones) */
     memset(Sh, 0, (size_t)(n1 + 1) * sizeof *Sh);
     if (vis1 > 0) {
-        if (c->lse_mode == IFL_LSE_APPROX && vis2 > 0) row_lse(Qs, G, dp, D, t2, vis2, S, m, l, lse);
-        else row_lse(Qs, G, dp, D, t1, vis1, S, m, l, lse); /* decision 4: no coarse key visible */
+        if (c->lse_mode == IFL_LSE_APPROX && vis2 > 0) row_lse((const float *const *)qp, G, dp, D, t2, vis2, S, m, l, lse);
+        else row_lse((const float *const *)qp, G, dp, D, t1, vis1, S, m, l, lse); /* decision 4: no coarse key visible */
         for (int64_t j0 = 0; j0 < vis1; j0 += CT) {
             int64_t cnt = vis1 - j0 < CT ? vis1 - j0 : CT;
-            mk_qk(Qs, dp, G, t1 + (j0 / CT) * dp * CT, CT, D, CT, S, CT);
+            mk_qk((const float *const *)qp, G, t1 + (j0 / CT) * dp * CT, CT, D, CT, S, CT);
             vf acc[CT / VL];
             for (int64_t v = 0; v < CT / VL; v++) acc[v] = (vf){0};
             for (int64_t r = 0; r < G; r++)
@@ -293,7 +295,7 @@ enum ifl_status CPU_FN(cpu_select)(struct ifl_ctx *ctx, const struct ifl__proble
     /* scratch: Qs [G][dp], S [G][CT], lse [G], Sh [n1], heap [width] (+ picked when huge) */
     int64_t width = ifl_select_width(c, INT64_MAX / 4);
     if (width > max_nb) width = max_nb;
-    job.scratch_floats = pb->g * (job.dp + CT + 3) + round_up(max_n1 + 1, 2) + 3 * (width + 1) +
+    job.scratch_floats = pb->g * (job.dp + CT + 3 + 2 * PTR_FLOATS) + round_up(max_n1 + 1, 2) + 3 * (width + 1) +
                          (CT + 1) * job.dp + IFL_MAX_HEAD_DIM + 64;
     job.scratch = malloc((size_t)(job.scratch_floats * ctx->n_threads) * sizeof(float));
     if (!job.ck.t1 || !job.ck.t2 || !job.scratch) goto oom;
