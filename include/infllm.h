@@ -117,7 +117,7 @@ uint16_t ifl_f32_to_bf16(float f);
 enum ifl_backend {
     IFL_BACKEND_REF,  /* float64, scalar, single-threaded: the executable specification */
     IFL_BACKEND_CPU,  /* SIMD, multi-threaded CPU backend; f32 compute, f32/f16/bf16 storage */
-    IFL_BACKEND_CUDA, /* NVIDIA Hopper backend (not in this build yet) */
+    IFL_BACKEND_CUDA, /* NVIDIA Hopper backend (builds made with `make CUDA=1`); device memory */
 };
 
 /* "ref", "cpu", "cuda" ("?" for unknown). */
@@ -170,6 +170,26 @@ int           ifl_ctx_threads(const struct ifl_ctx *ctx);
 /* The message of the last failed call on ctx ("" after a success). Never NULL: for a NULL or
  * destroyed context it returns a static message saying so. */
 const char *ifl_ctx_errmsg(const struct ifl_ctx *ctx);
+
+/* ==== Memory ====
+ * Tensors passed to a context's ops live where its backend computes: host memory for ref and
+ * cpu, device memory for cuda. These calls allocate and move such memory portably (on host
+ * backends they are malloc, free and memcpy). */
+
+/* Allocates bytes (>= 1) of the backend's memory; *out is NULL on failure.
+ * Errors: INVALID_ARG (NULL ctx or out, bytes 0), OUT_OF_MEMORY, DEVICE. */
+enum ifl_status ifl_buffer_alloc(struct ifl_ctx *ctx, size_t bytes, void **out);
+
+/* Frees a buffer of ifl_buffer_alloc; NULL is a no-op. */
+void ifl_buffer_free(struct ifl_ctx *ctx, void *buf);
+
+/* Copies bytes from host memory into a backend buffer (upload) or back (download). Synchronous.
+ * Errors: INVALID_ARG (NULL pointer), DEVICE. */
+enum ifl_status ifl_buffer_upload(struct ifl_ctx *ctx, void *buf, const void *host, size_t bytes);
+enum ifl_status ifl_buffer_download(struct ifl_ctx *ctx, void *host, const void *buf, size_t bytes);
+
+/* Waits for the context's queued work (a no-op on host backends). Errors: DEVICE. */
+enum ifl_status ifl_ctx_sync(struct ifl_ctx *ctx);
 
 /* ==== Sparse configuration ==== */
 
@@ -315,6 +335,121 @@ enum ifl_status ifl_dense_attn_bwd(struct ifl_ctx *ctx, const struct ifl_sparse_
 /* Finds the first NaN or Inf of a float tensor in index order. Returns 1 and writes its index
  * (ndim entries) to pos when found, 0 when every element is finite or t is not a float tensor. */
 int ifl_tensor_find_nonfinite(const struct ifl_tensor *t, int64_t pos[IFL_MAX_DIMS]);
+
+/* ==== KV cache ====
+ *
+ * The keys and values of one attention layer for a batch of n_seqs sequences, each with its own
+ * length, together with their fine (C1) and coarse (C2) compressed keys, for incremental decoding
+ * and chunked prefill (spec §6.1). Appending tokens emits each compressed key exactly when the
+ * new tokens complete its window (fine key j once the length reaches j*kernel_stride +
+ * kernel_size), at a cost proportional to the new tokens; truncating (speculative-decoding
+ * rollback) drops the compressed keys whose windows are no longer complete. Attention against
+ * the cache runs dense while a sequence holds fewer than cfg.dense_len tokens and sparse from then
+ * on. It gives exactly the rows ifl_infllmv2_fwd gives for the same queries over the cache's
+ * first len keys (bitwise on one backend: the cached compressed keys are the values
+ * ifl_compress_keys computes from the stored keys, in the storage dtype).
+ *
+ * Storage is host memory, allocated once at creation in one storage dtype, per sequence:
+ *   K, V : [capacity, Hkv, D]
+ *   C1   : [ifl_compressed_len(capacity, kernel_size, kernel_stride), Hkv, D]
+ *   C2   : [ifl_compressed_len(capacity, coarse_kernel_size, coarse_kernel_stride), Hkv, D]
+ * so the compressed keys cost 1/kernel_stride + 1/coarse_kernel_stride of K: at the default
+ * config 1/16 + 1/64 of K, 3.9% over K + V (65536 tokens, 2 KV heads, D 128, bf16: 64 MiB of K + V
+ * and 2.5 MiB of compressed keys). ifl_kv_cache_bytes() reports the exact total.
+ *
+ * A cache does not belong to a context: any live context, of any backend, may operate on it, and
+ * errors are reported on the context passed. A cache is not thread-safe (one call at a time per
+ * cache). On any error the cache is unchanged: no length moves and no row a later call can see
+ * is written. Sequences are attended one per call. */
+
+struct ifl_kv_cache_params {
+    int64_t                  capacity;   /* tokens per sequence, 1 .. 2^31-1, and
+                                            capacity*Hkv*D <= 2^40 (65536) */
+    int32_t                  n_seqs;     /* sequences of the batch, >= 1 (1) */
+    int32_t                  n_heads_kv; /* Hkv, >= 1 (2) */
+    int32_t                  head_dim;   /* D, 1 .. IFL_MAX_HEAD_DIM (128) */
+    enum ifl_dtype           dtype;      /* storage of K, V, C1, C2: f64, f32, f16 or bf16 (bf16) */
+    struct ifl_sparse_config cfg;        /* used by every call on the cache
+                                            (ifl_sparse_config_default()) */
+};
+
+/* The values in parentheses above: MiniCPM4.1-8B's KV heads and head dim, 65536 tokens, bf16. */
+struct ifl_kv_cache_params ifl_kv_cache_params_default(void);
+
+/* The cache. Opaque; it carries a magic number, so a garbage handle is refused. */
+struct ifl_kv_cache;
+
+/* Creates an empty cache (every sequence of length 0) and allocates all of its storage.
+ * *out is set to NULL on failure. Errors: INVALID_ARG (ctx, params or out NULL, a size < 1, a bad
+ * cfg, a capacity above the limits), DTYPE (dtype not f64/f32/f16/bf16), UNSUPPORTED
+ * (head_dim > IFL_MAX_HEAD_DIM), OUT_OF_MEMORY (also when the storage would not fit in the
+ * address space). */
+enum ifl_status ifl_kv_cache_create(struct ifl_ctx *ctx, const struct ifl_kv_cache_params *params,
+                                    struct ifl_kv_cache **out);
+
+/* Frees the cache; NULL is a harmless no-op. */
+void ifl_kv_cache_destroy(struct ifl_kv_cache *cache);
+
+/* Tokens sequence seq holds; -1 for a NULL or garbage cache or seq outside [0, n_seqs). */
+int64_t ifl_kv_cache_len(const struct ifl_kv_cache *cache, int32_t seq);
+
+/* Bytes of the cache's storage (0 for a NULL or garbage cache):
+ *   n_seqs * Hkv * D * ifl_dtype_size(dtype) * (2*capacity + N1 + N2)
+ * with N1 = ifl_compressed_len(capacity, kernel_size, kernel_stride) and N2 likewise with the
+ * coarse kernel. Bookkeeping (under 200 bytes + 8 per sequence) is not counted. */
+size_t ifl_kv_cache_bytes(const struct ifl_kv_cache *cache);
+
+/* Appends n tokens to sequence seq.
+ *   k_new, v_new : [n, Hkv, D], n >= 1, any float dtype each (any strides as usual); they are
+ *                  converted to the storage dtype (round to nearest even).
+ * Then emits every compressed key whose window is now complete: ifl_compressed_len(len + n, ...)
+ * - ifl_compressed_len(len, ...) new rows of C1 and of C2, computed by the context's backend from
+ * the stored keys, O(n + kernel) work.
+ * Errors: INVALID_ARG (NULL argument, garbage cache, seq out of range, NaN/Inf in k_new or v_new
+ * or a value that overflows the storage dtype, when check_finite is on; an input overlapping the
+ * cache's storage), SHAPE (Hkv or D not the cache's, v_new's shape not k_new's), DTYPE,
+ * CAPACITY (len + n > capacity), OUT_OF_MEMORY. */
+enum ifl_status ifl_kv_cache_append(struct ifl_ctx *ctx, struct ifl_kv_cache *cache, int32_t seq,
+                                    const struct ifl_tensor *k_new, const struct ifl_tensor *v_new);
+
+/* Shortens sequence seq to its first new_len tokens (0 <= new_len <= its length), dropping the
+ * compressed keys whose windows reach past new_len. Appending afterwards gives exactly the cache
+ * that never held the dropped tokens. O(1).
+ * Errors: INVALID_ARG (NULL ctx or cache, garbage cache, seq out of range, new_len < 0 or above
+ * the sequence's length). */
+enum ifl_status ifl_kv_cache_truncate(struct ifl_ctx *ctx, struct ifl_kv_cache *cache, int32_t seq,
+                                      int64_t new_len);
+
+/* Attention of the newest Tq tokens of sequence seq over its len cached tokens: query i sits at
+ * position len - Tq + i and sees keys 0 .. len - Tq + i. Append the tokens' keys and values first
+ * (Tq = 1 for a decode step, a chunk for chunked prefill). Runs dense when cfg.dense_len != -1 and
+ * len < dense_len, else stage 1 on the cached compressed keys followed by stage 2; the result is
+ * ifl_infllmv2_fwd's for q over the first len cached keys and values.
+ *   q    : [Tq, Hq, D], 1 <= Tq <= len, Hq a multiple of Hkv; any float dtype (rounded to the
+ *          storage dtype first when it differs: the ops take q, k, v in one dtype)
+ *   out  : [Tq, Hq, D] any float dtype        lse : [Tq, Hq] f32/f64, or NULL
+ *   sel  : [Hkv, Tq, K] i32 or NULL; in sparse mode K >= ifl_select_width(&cfg, len) and it
+ *          receives the selection; in dense mode (any K) its rows are set to -1
+ *   mode : receives the mode that ran, or NULL
+ * Errors: INVALID_ARG (NULL ctx/cache/q/out, garbage cache, seq out of range, NaN/Inf in q when
+ * check_finite is on, an output overlapping an input, another output or the cache), SHAPE, DTYPE,
+ * OUT_OF_MEMORY. No output is written on error. */
+enum ifl_status ifl_kv_cache_attn(struct ifl_ctx *ctx, struct ifl_kv_cache *cache, int32_t seq,
+                                  const struct ifl_tensor *q, const struct ifl_tensor *out,
+                                  const struct ifl_tensor *lse, const struct ifl_tensor *sel,
+                                  enum ifl_mode *mode);
+
+/* Read-only descriptors of what sequence seq holds, in the storage dtype, contiguous:
+ *   k, v : [len, Hkv, D]     c1 : [N1(len), Hkv, D]     c2 : [N2(len), Hkv, D]
+ * with N1(len) = ifl_compressed_len(len, kernel_size, kernel_stride), N2 likewise (coarse).
+ * Any of k, v, c1, c2 may be NULL. A descriptor with 0 rows still has valid data (the ops refuse
+ * empty tensors, so check the row count before passing one on). The data pointers stay valid
+ * until ifl_kv_cache_destroy; the rows until the next append or truncate of that sequence.
+ * Writing through them is not allowed (the compressed keys would no longer match the keys).
+ * Errors: INVALID_ARG (NULL ctx or cache, garbage cache, seq out of range). */
+enum ifl_status ifl_kv_cache_view(struct ifl_ctx *ctx, const struct ifl_kv_cache *cache, int32_t seq,
+                                  struct ifl_tensor *k, struct ifl_tensor *v, struct ifl_tensor *c1,
+                                  struct ifl_tensor *c2);
 
 #ifdef __cplusplus
 }

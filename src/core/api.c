@@ -158,6 +158,17 @@ done:
 
 /* ---- the switchable forward ---- */
 
+/* Writes -1 to the sel rows of pb's sequences (through the backend when sel is device memory). */
+static enum ifl_status clear_sel(struct ifl_ctx *ctx, const struct ifl__problem *pb) {
+    if (ctx->backend->clear_sel) return ctx->backend->clear_sel(ctx, pb);
+    const struct ifl_tensor *sel = pb->sel;
+    for (int64_t s = 0; s < pb->n_seqs; s++)
+        for (int64_t g = 0; g < pb->hkv; g++)
+            for (int64_t i = pb->seqs[s].q0; i < pb->seqs[s].q0 + pb->seqs[s].nq; i++)
+                for (int64_t c = 0; c < sel->shape[2]; c++) ((int32_t *)sel->data)[ifl__off3(sel, g, i, c)] = -1;
+    return IFL_STATUS_OK;
+}
+
 /* A copy of pb restricted to the sequences s with keep[s] == want. */
 static void subproblem(const struct ifl__problem *pb, const unsigned char *keep, unsigned char want,
                        struct ifl__seq *seqs, struct ifl__problem *sub) {
@@ -203,9 +214,8 @@ enum ifl_status ifl_infllmv2_fwd(struct ifl_ctx *ctx, const struct ifl_sparse_co
     TRY(check_qkv_finite(ctx, fn, &pb));
 
     struct ifl_tensor own;
-    if (any_sparse && sel == NULL) {
-        own_sel = malloc((size_t)(pb.hkv * pb.tq * width) * sizeof *own_sel);
-        if (!own_sel) TRY(IFL_FAIL(ctx, IFL_STATUS_OUT_OF_MEMORY, "%s: out of memory", fn));
+    if (any_sparse && sel == NULL) { /* scratch selection, in the backend's memory */
+        TRY(ifl_buffer_alloc(ctx, (size_t)(pb.hkv * pb.tq * width) * sizeof *own_sel, (void **)&own_sel));
         own = ifl_tensor_make(own_sel, IFL_DTYPE_I32, 3, (const int64_t[3]){pb.hkv, pb.tq, width});
         sel = &own;
     }
@@ -221,19 +231,14 @@ enum ifl_status ifl_infllmv2_fwd(struct ifl_ctx *ctx, const struct ifl_sparse_co
     if (any_dense) {
         subproblem(&pb, sparse, 0, sub_seqs, &sub);
         TRY(ctx->backend->dense_fwd(ctx, &sub));
-        if (sel) /* rows of dense sequences carry no selection */
-            for (int64_t s = 0; s < sub.n_seqs; s++)
-                for (int64_t g = 0; g < pb.hkv; g++)
-                    for (int64_t i = sub.seqs[s].q0; i < sub.seqs[s].q0 + sub.seqs[s].nq; i++)
-                        for (int64_t c = 0; c < sel->shape[2]; c++)
-                            ((int32_t *)sel->data)[ifl__off3(sel, g, i, c)] = -1;
+        if (sel) TRY(clear_sel(ctx, &sub)); /* rows of dense sequences carry no selection */
     }
     if (modes)
         for (int64_t s = 0; s < pb.n_seqs; s++) modes[s] = sparse[s] ? IFL_MODE_SPARSE : IFL_MODE_DENSE;
 done:
     free(sparse);
     free(sub_seqs);
-    free(own_sel);
+    ifl_buffer_free(ctx, own_sel);
     return finish(ctx, &pb, st);
 }
 

@@ -295,7 +295,7 @@ enum ifl_status ifl__check_sel_input(struct ifl_ctx *ctx, const char *fn,
                                      const struct ifl__problem *pb, const struct ifl_tensor *sel) {
     const int64_t   shape[3] = {pb->hkv, pb->tq, -1};
     enum ifl_status st       = ifl__check_tensor(ctx, fn, "sel", sel, 3, shape, IFL__ACCEPT_INDEX);
-    if (st) return st;
+    if (st || ctx->backend->device_memory) return st; /* device rows are checked by the backend */
     const int32_t *idx = sel->data;
     int64_t        K   = sel->shape[2];
     for (int64_t s = 0; s < pb->n_seqs; s++) {
@@ -380,7 +380,8 @@ enum ifl_status ifl__check_overlap(struct ifl_ctx *ctx, const char *fn,
 enum ifl_status ifl__check_finite(struct ifl_ctx *ctx, const char *fn, const char *name,
                                   const struct ifl_tensor *t) {
     int64_t pos[IFL_MAX_DIMS];
-    if (t == NULL || !ctx->params.check_finite || !ifl_tensor_find_nonfinite(t, pos))
+    if (t == NULL || !ctx->params.check_finite || ctx->backend->device_memory ||
+        !ifl_tensor_find_nonfinite(t, pos))
         return IFL_STATUS_OK;
     char where[96];
     int  n = 0;

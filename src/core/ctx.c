@@ -40,7 +40,12 @@ static const struct ifl__backend *backend_table(enum ifl_backend backend) {
     switch (backend) {
     case IFL_BACKEND_REF: return &ifl__backend_ref;
     case IFL_BACKEND_CPU: return &ifl__backend_cpu;
-    case IFL_BACKEND_CUDA: return NULL;
+    case IFL_BACKEND_CUDA:
+#ifdef IFL_WITH_CUDA
+        return &ifl__backend_cuda;
+#else
+        return NULL;
+#endif
     }
     return NULL;
 }
@@ -127,4 +132,46 @@ enum ifl_status ifl__fail(struct ifl_ctx *ctx, enum ifl_status status, const cha
         va_end(ap);
     }
     return status;
+}
+
+/* ---- memory ---- */
+
+enum ifl_status ifl_buffer_alloc(struct ifl_ctx *ctx, size_t bytes, void **out) {
+    if (out) *out = NULL;
+    if (!ifl__ctx_ok(ctx)) return IFL_STATUS_INVALID_ARG;
+    if (out == NULL || bytes == 0)
+        return IFL_FAIL(ctx, IFL_STATUS_INVALID_ARG, "ifl_buffer_alloc: %s", out ? "bytes is 0" : "out is NULL");
+    if (ctx->backend->buffer_alloc) return ctx->backend->buffer_alloc(ctx, bytes, out);
+    *out = malloc(bytes);
+    return *out ? IFL_STATUS_OK : IFL_FAIL(ctx, IFL_STATUS_OUT_OF_MEMORY, "ifl_buffer_alloc: out of memory (%zu bytes)", bytes);
+}
+
+void ifl_buffer_free(struct ifl_ctx *ctx, void *buf) {
+    if (buf == NULL || !ifl__ctx_ok(ctx)) return;
+    if (ctx->backend->buffer_free) ctx->backend->buffer_free(ctx, buf);
+    else free(buf);
+}
+
+static enum ifl_status buffer_copy(struct ifl_ctx *ctx, const char *fn, void *dst, const void *src, size_t bytes,
+                                   int to_device) {
+    if (!ifl__ctx_ok(ctx)) return IFL_STATUS_INVALID_ARG;
+    if ((dst == NULL || src == NULL) && bytes > 0)
+        return IFL_FAIL(ctx, IFL_STATUS_INVALID_ARG, "%s: %s is NULL", fn, dst == NULL ? "destination" : "source");
+    if (bytes == 0) return IFL_STATUS_OK;
+    if (ctx->backend->buffer_copy) return ctx->backend->buffer_copy(ctx, dst, src, bytes, to_device);
+    memmove(dst, src, bytes);
+    return IFL_STATUS_OK;
+}
+
+enum ifl_status ifl_buffer_upload(struct ifl_ctx *ctx, void *buf, const void *host, size_t bytes) {
+    return buffer_copy(ctx, "ifl_buffer_upload", buf, host, bytes, 1);
+}
+
+enum ifl_status ifl_buffer_download(struct ifl_ctx *ctx, void *host, const void *buf, size_t bytes) {
+    return buffer_copy(ctx, "ifl_buffer_download", host, buf, bytes, 0);
+}
+
+enum ifl_status ifl_ctx_sync(struct ifl_ctx *ctx) {
+    if (!ifl__ctx_ok(ctx)) return IFL_STATUS_INVALID_ARG;
+    return ctx->backend->sync ? ctx->backend->sync(ctx) : IFL_STATUS_OK;
 }

@@ -99,6 +99,16 @@ struct ifl__backend {
     enum ifl_status (*init)(struct ifl_ctx *ctx);
     /* (optional) frees ctx->impl */
     void (*release)(struct ifl_ctx *ctx);
+    /* 1 when tensors live in device memory: the core then never reads tensor data (the NaN/Inf
+     * scan and the check of a selection's contents are the backend's job) */
+    int device_memory;
+    /* (optional, all or none) device memory; NULL slots mean host memory (malloc/memcpy) */
+    enum ifl_status (*buffer_alloc)(struct ifl_ctx *ctx, size_t bytes, void **out);
+    void (*buffer_free)(struct ifl_ctx *ctx, void *buf);
+    enum ifl_status (*buffer_copy)(struct ifl_ctx *ctx, void *dst, const void *src, size_t bytes, int to_device);
+    enum ifl_status (*sync)(struct ifl_ctx *ctx);
+    /* (optional) writes -1 to every sel row of pb's sequences; NULL = a host loop in the core */
+    enum ifl_status (*clear_sel)(struct ifl_ctx *ctx, const struct ifl__problem *pb);
     enum ifl_status (*compress_keys)(struct ifl_ctx *ctx, const struct ifl__problem *pb);
     enum ifl_status (*select)(struct ifl_ctx *ctx, const struct ifl__problem *pb);
     enum ifl_status (*sparse_fwd)(struct ifl_ctx *ctx, const struct ifl__problem *pb);
@@ -109,6 +119,9 @@ struct ifl__backend {
 
 extern const struct ifl__backend ifl__backend_ref;
 extern const struct ifl__backend ifl__backend_cpu;
+#ifdef IFL_WITH_CUDA
+extern const struct ifl__backend ifl__backend_cuda;
+#endif
 
 /* ---- derived sizes of the sparse config, shared by every backend ---- */
 
