@@ -16,7 +16,11 @@ Pipeline (sparse):  compress -> select (stage 1: scores, pooling, forced blocks,
 As a module:   import oracle; r = oracle.attention(Q, K, V, past, oracle.Config(...))
 As a CLI:      oracle.py attn --q Q.npy --k K.npy --v V.npy --out O.npy [...]
                oracle.py grad ... --dout DO.npy --dq DQ.npy --dk DK.npy --dv DV.npy
-(same flags as `build/infllm attn|grad`; outputs float32 .npy, SEL int32).
+(same flags as `build/infllm attn|grad`; outputs float32 .npy, SEL int32; --past
+defaults to rows of K - Tq).  --blocks-in replaces stage 1 whenever the sparse path runs;
+its rows hold ascending block indices < NB then -1 padding, any width.  Oracle-only flag:
+--compressed-dtype f64|f32|f16|input rounds the compressed keys C1/C2 to that storage
+type (default input: the keys' own type, as spec §2.1 stores them; f64 = unrounded means).
 """
 
 import argparse
@@ -51,6 +55,10 @@ class Config:
     dense_len: int = 8192           # -1 = always sparse
     lse_mode: str = "approx"        # approx | exact
     scale: float = None             # None -> 1/sqrt(D)
+    # Storage type of the compressed keys C1/C2: None = float64 (unrounded means), or an .npy
+    # descr ('<f2', '<f4') to round each mean to, as spec §2.1 stores them ("result stored in
+    # the K dtype") and libinfllm does; the CLI's default is the input's type.
+    compressed_dtype: str = None
 
     def resolved(self, D):
         """Copy with defaults filled in and parameters checked (ValueError if invalid)."""
@@ -104,8 +112,9 @@ def num_visible(p, ks, st, n):
     return min(n, num_windows(p + 1, ks, st))
 
 
-def compress(K, ks, st):
-    """C[j][g] = mean of K[j*st .. j*st+ks-1][g] for every complete window. [N][Hkv][D]."""
+def compress(K, ks, st, dtype=None):
+    """C[j][g] = mean of K[j*st .. j*st+ks-1][g] for every complete window. [N][Hkv][D].
+    dtype (e.g. '<f2'): round each mean to that storage type (None: keep float64)."""
     L = len(K)
     Hkv = len(K[0]) if L else 0
     D = len(K[0][0]) if L else 0
@@ -116,7 +125,8 @@ def compress(K, ks, st):
             acc = [0.0] * D
             for t in range(j * st, j * st + ks):
                 acc = [a + b for a, b in zip(acc, K[t][g])]
-            rows.append([a / ks for a in acc])
+            mean = [a / ks for a in acc]
+            rows.append(npy.round_to(dtype, mean) if dtype else mean)
         out.append(rows)
     return out
 
@@ -193,8 +203,8 @@ def select(Q, K, past, cfg, want_scores=False):
     Tq, Hq, D, L, Hkv = shape_of(Q, K)
     G = Hq // Hkv
     BS = cfg.block_size
-    C1 = compress(K, cfg.kernel_size, cfg.kernel_stride)
-    C2 = compress(K, cfg.coarse_kernel_size, cfg.coarse_kernel_stride)
+    C1 = compress(K, cfg.kernel_size, cfg.kernel_stride, cfg.compressed_dtype)
+    C2 = compress(K, cfg.coarse_kernel_size, cfg.coarse_kernel_stride, cfg.compressed_dtype)
     N1, N2 = len(C1), len(C2)
     NB = -(-L // BS)
     ksel = num_select(L, cfg)
@@ -318,6 +328,22 @@ def check_shapes(Q, K, V, past):
         raise ValueError("K/V length %d != past %d + Tq %d" % (L, past, Tq))
 
 
+def check_blocks(sel, Hkv, Tq, NB):
+    """A given selection must be [Hkv, Tq, K] (any K >= 1); each row strictly ascending
+    block indices < NB, then -1 padding to the end.  Blocks after the query's own block
+    are allowed (stage 2 masks t > p anyway)."""
+    if (len(sel) != Hkv or any(len(r) != Tq for r in sel)
+            or len(set(len(row) for r in sel for row in r)) != 1 or not sel[0][0]):
+        raise ValueError("blocks-in must be [Hkv=%d, Tq=%d, K]" % (Hkv, Tq))
+    for r in sel:
+        for row in r:
+            kept = [b for b in row if b != -1]
+            if (row[:len(kept)] != kept or any(b < 0 or b >= NB for b in kept)
+                    or any(x >= y for x, y in zip(kept, kept[1:]))):
+                raise ValueError("blocks-in row %s: expected ascending block indices < %d, "
+                                 "then -1 padding" % (row, NB))
+
+
 def resolve_mode(mode, L, cfg):
     if mode == "auto":
         return "dense" if (cfg.dense_len != -1 and L < cfg.dense_len) else "sparse"
@@ -335,6 +361,8 @@ def attention(Q, K, V, past, cfg, mode="auto", blocks_in=None, dO=None):
     cfg = cfg.resolved(D)
     ran = resolve_mode(mode, L, cfg)
     sel = None
+    if blocks_in is not None:
+        check_blocks(blocks_in, Hkv, Tq, -(-L // cfg.block_size))
     if ran == "sparse":
         sel = blocks_in if blocks_in is not None else select(Q, K, past, cfg)
         ks = key_sets(Tq, Hkv, past, L, sel, cfg.block_size)
@@ -361,7 +389,8 @@ def build_parser():
         sp.add_argument("--lse")
         sp.add_argument("--blocks-out")
         sp.add_argument("--blocks-in")
-        sp.add_argument("--past", type=int, default=0)
+        sp.add_argument("--past", type=int, default=None,
+                        help="keys before the queries (default: rows of K - Tq)")
         sp.add_argument("--mode", default="auto", choices=["auto", "dense", "sparse"])
         sp.add_argument("--backend", default="ref")
         sp.add_argument("--block-size", type=int, default=64)
@@ -375,6 +404,8 @@ def build_parser():
         sp.add_argument("--dense-len", type=int, default=8192)
         sp.add_argument("--lse-mode", default="approx", choices=["approx", "exact"])
         sp.add_argument("--scale", type=float, default=None)
+        sp.add_argument("--compressed-dtype", default="input", choices=["f64", "f32", "f16", "input"],
+                        help="oracle only: round C1/C2 to this type (input = Q/K/V's type, the default)")
         if name == "grad":
             sp.add_argument("--dout", required=True)
             sp.add_argument("--dq", required=True)
@@ -383,8 +414,11 @@ def build_parser():
     return ap
 
 
-def config_from_args(a):
-    return Config(block_size=a.block_size, kernel_size=a.kernel_size,
+def config_from_args(a, input_descr=None):
+    cd = {"f64": None, "f32": "<f4", "f16": "<f2", "input": input_descr}[a.compressed_dtype]
+    if cd == "<f8":
+        cd = None
+    return Config(compressed_dtype=cd, block_size=a.block_size, kernel_size=a.kernel_size,
                   kernel_stride=a.kernel_stride, coarse_kernel_size=a.coarse_kernel_size,
                   coarse_kernel_stride=a.coarse_kernel_stride, init_blocks=a.init_blocks,
                   window=a.window, topk=a.topk, dense_len=a.dense_len,
@@ -408,13 +442,15 @@ def main(argv=None):
     try:
         Q = load_nested(a.q, 3)
         K = load_nested(a.k, 3)
+        kdescr = npy.load(a.k)[2]
         V = load_nested(a.v, 3)
         dO = load_nested(a.dout, 3) if a.cmd == "grad" else None
         blocks = None
         if a.blocks_in:
             data, shape, _ = npy.load(a.blocks_in)
             blocks = npy.nest([int(x) for x in data], shape)
-        r = attention(Q, K, V, a.past, config_from_args(a), a.mode, blocks, dO)
+        past = a.past if a.past is not None else len(K) - len(Q)
+        r = attention(Q, K, V, past, config_from_args(a, kdescr), a.mode, blocks, dO)
     except (ValueError, OSError) as e:
         print("oracle: error: %s" % e, file=sys.stderr)
         return 2
