@@ -25,7 +25,7 @@ ISA_avx2    := -DCPU_ISA_AVX2 -mavx2 -mfma -mf16c
 ISA_avx512  := -DCPU_ISA_AVX512 -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx2 -mfma -mf16c
 CPU_ISA_OBJ := $(foreach isa,scalar avx2 avx512,$(CPU_ISA_SRC:%.c=$(BUILD)/%.$(isa).o))
 TOOL_SRC := $(wildcard tools/*.c)
-TESTS    := test_ref test_api_misuse
+TESTS    := test_ref test_api_misuse test_kv_cache
 
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o) $(CPU_ISA_OBJ)
 TOOL_OBJ := $(TOOL_SRC:%.c=$(BUILD)/%.o)
@@ -64,8 +64,10 @@ demo: all
 test: all $(TESTS:%=$(BUILD)/tests/%)
 	@set -e; for t in $(TESTS); do echo "== $$t"; $(BUILD)/tests/$$t; done
 	@echo "== tool error paths"; sh tests/test_cli.sh $(BUILD)/infllm
+	@echo "== tool through a KV cache"; sh tests/test_cli_cache.sh $(BUILD)/infllm
 	@echo "== spec oracle (independent python float64 implementation)"; \
-	  python3 tests/oracle/selftest.py && python3 tests/oracle/check_cli.py --infllm $(BUILD)/infllm
+	  python3 tests/oracle/selftest.py && python3 tests/oracle/check_cli.py --infllm $(BUILD)/infllm && \
+	  python3 tests/oracle/check_cli.py --infllm $(BUILD)/infllm --backend cpu --seed 2 --cases 80 --no-reject
 	@echo "all tests passed ($(BUILD))"
 
 # The sanitizer run repeats the C tests and the tool's error paths (the oracle sweep is skipped:
@@ -75,6 +77,7 @@ check: test
 	    all $(TESTS:%=build/san/tests/%)
 	@set -e; for t in $(TESTS); do echo "== $$t (asan+ubsan)"; build/san/tests/$$t; done
 	@echo "== tool error paths (asan+ubsan)"; sh tests/test_cli.sh build/san/infllm
+	@echo "== tool through a KV cache (asan+ubsan)"; sh tests/test_cli_cache.sh build/san/infllm
 	@echo "all checks passed"
 
 clean:

@@ -357,10 +357,11 @@ int ifl_tensor_find_nonfinite(const struct ifl_tensor *t, int64_t pos[IFL_MAX_DI
  * config 1/16 + 1/64 of K, 3.9% over K + V (65536 tokens, 2 KV heads, D 128, bf16: 64 MiB of K + V
  * and 2.5 MiB of compressed keys). ifl_kv_cache_bytes() reports the exact total.
  *
- * A cache does not belong to a context: any live context, of any backend, may operate on it, and
- * errors are reported on the context passed. A cache is not thread-safe (one call at a time per
- * cache). On any error the cache is unchanged: no length moves and no row a later call can see
- * is written. Sequences are attended one per call. */
+ * A cache does not belong to a context: any live context of a host backend (ref, cpu) may operate
+ * on it, and errors are reported on the context passed; a device-memory backend (cuda) gets
+ * UNSUPPORTED from create, append and attn (a device-resident cache is future work). A cache is
+ * not thread-safe (one call at a time per cache). On any error the cache is unchanged: no length
+ * moves and no row a later call can see is written. Sequences are attended one per call. */
 
 struct ifl_kv_cache_params {
     int64_t                  capacity;   /* tokens per sequence, 1 .. 2^31-1, and
@@ -407,8 +408,8 @@ size_t ifl_kv_cache_bytes(const struct ifl_kv_cache *cache);
  * the stored keys, O(n + kernel) work.
  * Errors: INVALID_ARG (NULL argument, garbage cache, seq out of range, NaN/Inf in k_new or v_new
  * or a value that overflows the storage dtype, when check_finite is on; an input overlapping the
- * cache's storage), SHAPE (Hkv or D not the cache's, v_new's shape not k_new's), DTYPE,
- * CAPACITY (len + n > capacity), OUT_OF_MEMORY. */
+ * cache rows it would write), SHAPE (Hkv or D not the cache's, v_new's shape not k_new's), DTYPE,
+ * CAPACITY (len + n > capacity), UNSUPPORTED (a device-memory backend), OUT_OF_MEMORY. */
 enum ifl_status ifl_kv_cache_append(struct ifl_ctx *ctx, struct ifl_kv_cache *cache, int32_t seq,
                                     const struct ifl_tensor *k_new, const struct ifl_tensor *v_new);
 
@@ -432,8 +433,9 @@ enum ifl_status ifl_kv_cache_truncate(struct ifl_ctx *ctx, struct ifl_kv_cache *
  *          receives the selection; in dense mode (any K) its rows are set to -1
  *   mode : receives the mode that ran, or NULL
  * Errors: INVALID_ARG (NULL ctx/cache/q/out, garbage cache, seq out of range, NaN/Inf in q when
- * check_finite is on, an output overlapping an input, another output or the cache), SHAPE, DTYPE,
- * OUT_OF_MEMORY. No output is written on error. */
+ * check_finite is on, an output overlapping an input, another output or the sequence's cached
+ * rows), SHAPE, DTYPE, UNSUPPORTED (a device-memory backend), OUT_OF_MEMORY. No output is
+ * written on error. */
 enum ifl_status ifl_kv_cache_attn(struct ifl_ctx *ctx, struct ifl_kv_cache *cache, int32_t seq,
                                   const struct ifl_tensor *q, const struct ifl_tensor *out,
                                   const struct ifl_tensor *lse, const struct ifl_tensor *sel,

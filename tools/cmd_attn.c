@@ -43,6 +43,15 @@ static const char common_opts[] =
     "  --threads N               worker threads of the cpu backend (0 = all cores)\n"
     "\n";
 
+static const char cache_opts[] =
+    "  --cache-chunk N           run through a KV cache (ifl_kv_cache_*), as generation would: append\n"
+    "                            the first `past` keys and values, then take the queries N at a time,\n"
+    "                            appending each chunk's own keys and values before attending; each\n"
+    "                            chunk runs dense or sparse by the cache length at that moment\n"
+    "                            (N = 1: token-by-token decoding). Not with --mode dense|sparse,\n"
+    "                            --blocks-in or grad. --blocks-out gets the chunks' rows (dense: -1)\n"
+    "\n";
+
 /* An input file turned into a tensor of the compute dtype. */
 struct input {
     const char      *flag, *path;
@@ -124,6 +133,47 @@ static int convert_input(const char *cmd, struct input *in, enum ifl_dtype dtype
     return CLI_OK;
 }
 
+/* Rows [r0, r0+n) of dimension dim of t (a view, no copy). */
+static struct ifl_tensor row_view(const struct ifl_tensor *t, int dim, int64_t r0, int64_t n) {
+    struct ifl_tensor v = *t;
+    v.data              = (char *)t->data + (size_t)(r0 * t->stride[dim]) * ifl_dtype_size(t->dtype);
+    v.shape[dim]        = n;
+    return v;
+}
+
+/* --cache-chunk: K and V [past + Tq] through a KV cache, the queries `chunk` at a time. Counts the
+ * chunks that ran dense (n_ran[0]) and sparse (n_ran[1]); dense chunks' sel rows are -1. */
+static enum ifl_status run_cached(struct ifl_ctx *ctx, const struct ifl_sparse_config *cfg,
+                                  const struct ifl_tensor *q, const struct ifl_tensor *k,
+                                  const struct ifl_tensor *v, int64_t chunk, const struct ifl_tensor *out,
+                                  const struct ifl_tensor *lse, const struct ifl_tensor *sel, int64_t n_ran[2]) {
+    const int64_t              tq = q->shape[0], past = k->shape[0] - tq;
+    struct ifl_kv_cache_params p  = ifl_kv_cache_params_default();
+    p.capacity                    = k->shape[0];
+    p.n_heads_kv                  = (int32_t)k->shape[1];
+    p.head_dim                    = (int32_t)k->shape[2];
+    p.dtype                       = k->dtype;
+    p.cfg                         = *cfg;
+    struct ifl_kv_cache *cache;
+    enum ifl_status      st = ifl_kv_cache_create(ctx, &p, &cache);
+    if (st == IFL_STATUS_OK && past > 0) {
+        struct ifl_tensor kp = row_view(k, 0, 0, past), vp = row_view(v, 0, 0, past);
+        st = ifl_kv_cache_append(ctx, cache, 0, &kp, &vp);
+    }
+    for (int64_t c0 = 0; st == IFL_STATUS_OK && c0 < tq; c0 += chunk) {
+        const int64_t     n  = tq - c0 < chunk ? tq - c0 : chunk;
+        struct ifl_tensor kc = row_view(k, 0, past + c0, n), vc = row_view(v, 0, past + c0, n);
+        struct ifl_tensor qc = row_view(q, 0, c0, n), oc = row_view(out, 0, c0, n);
+        struct ifl_tensor lc = row_view(lse, 0, c0, n), sc = row_view(sel, 1, c0, n);
+        enum ifl_mode     mode;
+        st = ifl_kv_cache_append(ctx, cache, 0, &kc, &vc);
+        if (st == IFL_STATUS_OK) st = ifl_kv_cache_attn(ctx, cache, 0, &qc, &oc, &lc, &sc, &mode);
+        if (st == IFL_STATUS_OK) n_ran[mode == IFL_MODE_SPARSE]++;
+    }
+    ifl_kv_cache_destroy(cache);
+    return st;
+}
+
 /* A float64 output buffer of the given shape, written as float32 at the end. */
 struct output {
     const char       *path;
@@ -171,7 +221,7 @@ int cmd_attn(int argc, char **argv, int grad) {
     const char  *out_path = NULL, *lse_path = NULL, *blocks_out = NULL;
     const char  *dq_path = NULL, *dk_path = NULL, *dv_path = NULL;
     const char  *mode = "auto", *backend_name = "ref", *dtype_name = NULL;
-    long long    past = -1, threads = 0;
+    long long    past = -1, threads = 0, cache_chunk = 0;
     struct cli_sparse_flags sf;
     cli_sparse_flags_default(&sf);
     const long long big = (long long)1 << 40;
@@ -188,8 +238,9 @@ int cmd_attn(int argc, char **argv, int grad) {
         {"backend", CLI_STR, &backend_name, 0, 0, 0},
         {"dtype", CLI_STR, &dtype_name, 0, 0, 0},
         {"threads", CLI_INT, &threads, 0, 4096, 0},
+        {"cache-chunk", CLI_INT, &cache_chunk, 1, big, 0},
     };
-    int n_opts = 12;
+    int n_opts = 13;
     if (grad) {
         const struct cli_opt g[] = {
             {"dout", CLI_STR, &dout.path, 0, 0, 0},
@@ -203,7 +254,7 @@ int cmd_attn(int argc, char **argv, int grad) {
 
     int rc = cli_parse(cmd, argc, argv, 2, opts, n_opts);
     if (rc == CLI_HELP) {
-        printf("%s%s%s", grad ? grad_head : attn_head, common_opts, cli_sparse_help);
+        printf("%s%s%s%s", grad ? grad_head : attn_head, common_opts, grad ? "" : cache_opts, cli_sparse_help);
         return CLI_OK;
     }
     if (rc != CLI_OK) return rc;
@@ -224,6 +275,12 @@ int cmd_attn(int argc, char **argv, int grad) {
     }
     if (sel_in.path && want_dense) {
         cli_error(cmd, "--blocks-in gives stage 2 a selection, which --mode dense does not use");
+        return CLI_USAGE;
+    }
+    if (cache_chunk > 0 && (grad || want_dense || want_sparse || sel_in.path)) {
+        cli_error(cmd, "--cache-chunk runs the forward through a KV cache, which picks dense or sparse "
+                       "per chunk and computes its own selection; it cannot be combined with %s",
+                  grad ? "grad (no backward through a cache)" : sel_in.path ? "--blocks-in" : "--mode dense|sparse");
         return CLI_USAGE;
     }
     enum ifl_dtype dtype = IFL_DTYPE_F64;
@@ -314,7 +371,11 @@ int cmd_attn(int argc, char **argv, int grad) {
     struct ifl_tensor sel = ifl_tensor_make(sel_buf, IFL_DTYPE_I32, 3, (const int64_t[3]){Hkv, Tq, width});
     enum ifl_status   st;
     enum ifl_mode     ran;
-    if (sel_in.path) {
+    int64_t           n_ran[2] = {0, 0}; /* --cache-chunk: dense and sparse chunks */
+    if (cache_chunk > 0) {
+        st  = run_cached(ctx, &cfg, &q.t, &k.t, &v.t, cache_chunk, &out.t, &lse.t, &sel, n_ran);
+        ran = n_ran[1] > 0 ? IFL_MODE_SPARSE : IFL_MODE_DENSE;
+    } else if (sel_in.path) {
         sel = sel_in.t;
         ran = IFL_MODE_SPARSE;
         st  = ifl_sparse_attn_fwd(ctx, &cfg, NULL, &q.t, &k.t, &v.t, &sel, &out.t, &lse.t);
@@ -352,8 +413,14 @@ int cmd_attn(int argc, char **argv, int grad) {
             goto done;
         }
     }
-    printf("infllm %s: %s mode, backend %s, Tq=%lld Tk=%lld (past %lld) Hq=%lld Hkv=%lld D=%lld, dtype %s%s\n",
-           cmd, ran == IFL_MODE_SPARSE ? "sparse" : "dense", backend_name, (long long)Tq, (long long)Tk,
+    char mode_str[96];
+    if (cache_chunk > 0)
+        snprintf(mode_str, sizeof mode_str, "kv cache in chunks of %lld: %lld dense + %lld sparse chunks",
+                 cache_chunk, (long long)n_ran[0], (long long)n_ran[1]);
+    else
+        snprintf(mode_str, sizeof mode_str, "%s mode", ran == IFL_MODE_SPARSE ? "sparse" : "dense");
+    printf("infllm %s: %s, backend %s, Tq=%lld Tk=%lld (past %lld) Hq=%lld Hkv=%lld D=%lld, dtype %s%s\n",
+           cmd, mode_str, backend_name, (long long)Tq, (long long)Tk,
            (long long)(Tk - Tq), (long long)Hq, (long long)Hkv, (long long)D, ifl_dtype_name(dtype),
            blocks_out && ran == IFL_MODE_DENSE ? " (no selection: --blocks-out not written)" : "");
     rc = CLI_OK;

@@ -58,6 +58,15 @@ static enum ifl_status check_cache(struct ifl_ctx *ctx, const char *fn, const st
     return IFL_STATUS_OK;
 }
 
+/* The cache's storage is host memory, which only host backends compute on. */
+static enum ifl_status check_host_backend(struct ifl_ctx *ctx, const char *fn) {
+    if (!ctx->backend->device_memory) return IFL_STATUS_OK;
+    return IFL_FAIL(ctx, IFL_STATUS_UNSUPPORTED,
+                    "%s: the %s backend computes on device memory, expected a host backend (ref, cpu): "
+                    "the KV cache keeps its storage in host memory",
+                    fn, ctx->backend->name);
+}
+
 /* Rows [r0, r0+n) of sequence seq of one storage array (per_seq rows per sequence), as a
  * contiguous [n, Hkv, D] tensor of the storage dtype. n may be 0 (the data stays valid). */
 static struct ifl_tensor rows(const struct ifl_kv_cache *c, unsigned char *base, int64_t per_seq,
@@ -140,6 +149,7 @@ enum ifl_status ifl_kv_cache_create(struct ifl_ctx *ctx, const struct ifl_kv_cac
     if (ifl__check_ctx(ctx)) return IFL_STATUS_INVALID_ARG;
     if (params == NULL || out == NULL)
         return IFL_FAIL(ctx, IFL_STATUS_INVALID_ARG, "%s: %s is NULL", fn, params ? "out" : "params");
+    if ((st = check_host_backend(ctx, fn))) return st;
     struct ifl_kv_cache_params p = *params;
     const struct {
         const char *name;
@@ -266,6 +276,7 @@ enum ifl_status ifl_kv_cache_append(struct ifl_ctx *ctx, struct ifl_kv_cache *ca
     enum ifl_status st;
     if (ifl__check_ctx(ctx)) return IFL_STATUS_INVALID_ARG;
     if ((st = check_cache(ctx, fn, cache, seq))) return st;
+    if ((st = check_host_backend(ctx, fn))) return st;
     const struct ifl_kv_cache_params *p = &cache->params;
     const int64_t kshape[3] = {-1, p->n_heads_kv, p->head_dim};
     if ((st = ifl__check_tensor(ctx, fn, "k_new", k_new, 3, kshape, IFL__ACCEPT_FLOAT))) return st;
@@ -324,6 +335,7 @@ enum ifl_status ifl_kv_cache_attn(struct ifl_ctx *ctx, struct ifl_kv_cache *cach
     memset(&pb, 0, sizeof pb);
     if (ifl__check_ctx(ctx)) return IFL_STATUS_INVALID_ARG;
     if ((st = check_cache(ctx, fn, cache, seq))) return st;
+    if ((st = check_host_backend(ctx, fn))) return st;
     const struct ifl_kv_cache_params *p   = &cache->params;
     const struct ifl_sparse_config   *cfg = &p->cfg;
     const int64_t                     len = cache->len[seq];

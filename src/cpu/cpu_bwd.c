@@ -239,7 +239,7 @@ static enum ifl_status attn_bwd(struct ifl_ctx *ctx, const struct ifl__problem *
     const int64_t pf = PTR_FLOATS;
     const int64_t fa = MA * (3 * t.dp + 2 * t.np + 3 + 3 * pf) + t.dp + 64;
     const int64_t fb = MR * (2 * t.dp + 4 * t.np + 3 + 2 * pf) + 2 * t.np * (t.dp + pf) + 64;
-    job.scratch_floats = fa > fb ? fa : fb;
+    job.scratch_floats = round_up(fa > fb ? fa : fb, 16); /* keeps each thread's scratch 64-byte aligned */
     job.scratch        = malloc((size_t)(job.scratch_floats * ctx->n_threads) * sizeof(float));
     zero               = calloc((size_t)pb->d, sizeof *zero);
     if (!job.scratch || !zero) goto oom;

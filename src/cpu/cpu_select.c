@@ -297,6 +297,7 @@ enum ifl_status CPU_FN(cpu_select)(struct ifl_ctx *ctx, const struct ifl__proble
     if (width > max_nb) width = max_nb;
     job.scratch_floats = pb->g * (job.dp + CT + 3 + 2 * PTR_FLOATS) + round_up(max_n1 + 1, 2) + 3 * (width + 1) +
                          (CT + 1) * job.dp + IFL_MAX_HEAD_DIM + 64;
+    job.scratch_floats = round_up(job.scratch_floats, 16); /* 64-byte aligned per thread, so the row pointers at its end are aligned */
     job.scratch = malloc((size_t)(job.scratch_floats * ctx->n_threads) * sizeof(float));
     if (!job.ck.t1 || !job.ck.t2 || !job.scratch) goto oom;
     cpu_pool_run(cpu_pool_of(ctx), H, prep_task, &job);
