@@ -67,7 +67,7 @@ test: all $(TESTS:%=$(BUILD)/tests/%)
 	@echo "== tool through a KV cache"; sh tests/test_cli_cache.sh $(BUILD)/infllm
 	@echo "== spec oracle (independent python float64 implementation)"; \
 	  python3 tests/oracle/selftest.py && python3 tests/oracle/check_cli.py --infllm $(BUILD)/infllm && \
-	  python3 tests/oracle/check_cli.py --infllm $(BUILD)/infllm --backend cpu --seed 2 --cases 80 --no-reject
+	  python3 tests/oracle/check_cli.py --infllm $(BUILD)/infllm --backend cpu --seed 2 --cases 80 --no-reject --tol 1e-4
 	@echo "all tests passed ($(BUILD))"
 
 # The sanitizer run repeats the C tests and the tool's error paths (the oracle sweep is skipped:

@@ -190,7 +190,12 @@ int cli_backend(const char *cmd, const char *name, enum ifl_backend *out) {
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         if (strcmp(name, ifl_backend_name(all[i])) == 0) {
             if (!ifl_backend_available(all[i])) {
-                cli_error(cmd, "--backend %s is not available in this build (available: ref)", name);
+                char list[64] = "";
+                for (size_t j = 0; j < sizeof all / sizeof all[0]; j++)
+                    if (ifl_backend_available(all[j]))
+                        snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", list[0] ? ", " : "",
+                                 ifl_backend_name(all[j]));
+                cli_error(cmd, "--backend %s is not available in this build (available: %s)", name, list);
                 return CLI_USAGE;
             }
             *out = all[i];

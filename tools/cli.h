@@ -65,5 +65,6 @@ double cli_now(void);
 
 int cmd_attn(int argc, char **argv, int grad);
 int cmd_demo(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
 
 #endif /* INFLLM_CLI_H */

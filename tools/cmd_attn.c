@@ -174,44 +174,71 @@ static enum ifl_status run_cached(struct ifl_ctx *ctx, const struct ifl_sparse_c
     return st;
 }
 
-/* A float64 output buffer of the given shape, written as float32 at the end. */
-struct output {
-    const char       *path;
-    double           *data;
-    struct ifl_tensor t;
-};
+/* Tensors live where the backend computes (device memory for cuda): the tool stages every input
+ * into a backend buffer and every output back, through the public buffer API. */
+static int64_t tensor_bytes(const struct ifl_tensor *t) {
+    int64_t n = (int64_t)ifl_dtype_size(t->dtype);
+    for (int i = 0; i < t->ndim; i++) n *= t->shape[i];
+    return n;
+}
 
-static int make_output(const char *cmd, struct output *o, const char *path, int ndim, const int64_t *shape) {
-    int64_t n = 1;
-    for (int i = 0; i < ndim; i++) n *= shape[i];
-    o->path = path;
-    o->data = malloc((size_t)n * sizeof(double));
-    if (o->data == NULL) {
-        cli_error(cmd, "out of memory");
+/* Replaces t->data (contiguous host memory) by a backend buffer holding the same bytes. */
+static int stage_in(const char *cmd, struct ifl_ctx *ctx, struct ifl_tensor *t, void **buf) {
+    if (ifl_buffer_alloc(ctx, (size_t)tensor_bytes(t), buf) != IFL_STATUS_OK ||
+        ifl_buffer_upload(ctx, *buf, t->data, (size_t)tensor_bytes(t)) != IFL_STATUS_OK) {
+        cli_error(cmd, "%s", ifl_ctx_errmsg(ctx));
         return CLI_FAILURE;
     }
-    o->t = ifl_tensor_make(o->data, IFL_DTYPE_F64, ndim, shape);
+    t->data = *buf;
     return CLI_OK;
 }
 
-static int write_f32(const char *cmd, const struct output *o) {
-    if (o->path == NULL) return CLI_OK;
-    int64_t n = 1;
-    for (int i = 0; i < o->t.ndim; i++) n *= o->t.shape[i];
-    float *f = malloc((size_t)n * sizeof *f);
-    if (f == NULL) {
-        cli_error(cmd, "out of memory");
+/* An output: a backend buffer (t) and its host copy, written as a float32 (or int32) .npy. Float
+ * outputs are computed in float64: the forward's out and lse feed the backward, and the ref
+ * backend's results should lose nothing before the final rounding to float32. */
+struct output {
+    const char       *path;
+    void             *host;
+    void             *buf;
+    struct ifl_tensor t;
+};
+
+static int make_output(const char *cmd, struct ifl_ctx *ctx, struct output *o, const char *path,
+                       enum ifl_dtype dtype, int ndim, const int64_t *shape) {
+    o->path = path;
+    o->t    = ifl_tensor_make(NULL, dtype, ndim, shape);
+    o->host = malloc((size_t)tensor_bytes(&o->t));
+    if (o->host == NULL || ifl_buffer_alloc(ctx, (size_t)tensor_bytes(&o->t), &o->buf) != IFL_STATUS_OK) {
+        cli_error(cmd, "out of memory for an output of %lld bytes", (long long)tensor_bytes(&o->t));
         return CLI_FAILURE;
     }
-    for (int64_t i = 0; i < n; i++) f[i] = (float)o->data[i];
+    o->t.data = o->buf;
+    return CLI_OK;
+}
+
+static int write_output(const char *cmd, struct ifl_ctx *ctx, const struct output *o) {
+    if (o->path == NULL) return CLI_OK;
     char err[512];
-    int  rc = npy_write(o->path, IFL_DTYPE_F32, o->t.ndim, o->t.shape, f, err, sizeof err);
-    free(f);
-    if (rc != 0) {
+    if (ifl_buffer_download(ctx, o->host, o->t.data, (size_t)tensor_bytes(&o->t)) != IFL_STATUS_OK) {
+        cli_error(cmd, "%s", ifl_ctx_errmsg(ctx));
+        return CLI_FAILURE;
+    }
+    if (o->t.dtype == IFL_DTYPE_F64) { /* to float32 in place: the file format of the outputs */
+        const double *x = o->host;
+        float        *f = o->host;
+        for (int64_t i = 0; i < tensor_bytes(&o->t) / 8; i++) f[i] = (float)x[i];
+    }
+    enum ifl_dtype file_dtype = o->t.dtype == IFL_DTYPE_F64 ? IFL_DTYPE_F32 : o->t.dtype;
+    if (npy_write(o->path, file_dtype, o->t.ndim, o->t.shape, o->host, err, sizeof err) != 0) {
         cli_error(cmd, "%s", err);
         return CLI_FAILURE;
     }
     return CLI_OK;
+}
+
+static void free_output(struct ifl_ctx *ctx, struct output *o) {
+    free(o->host);
+    ifl_buffer_free(ctx, o->buf);
 }
 
 int cmd_attn(int argc, char **argv, int grad) {
@@ -300,10 +327,10 @@ int cmd_attn(int argc, char **argv, int grad) {
     if ((rc = cli_sparse_config(cmd, &sf, &cfg)) != CLI_OK) return rc;
 
     /* ---- the inputs ---- */
-    struct output   out = {0}, lse = {0}, dq = {0}, dk = {0}, dv = {0};
-    int32_t        *sel_buf = NULL;
-    struct ifl_ctx *ctx     = NULL;
-    rc                      = CLI_FAILURE;
+    struct output   out = {0}, lse = {0}, dq = {0}, dk = {0}, dv = {0}, selo = {0};
+    void           *staged[5] = {NULL, NULL, NULL, NULL, NULL}; /* backend copies of the inputs */
+    struct ifl_ctx *ctx       = NULL;
+    rc                        = CLI_FAILURE;
     struct input *floats[] = {&q, &k, &v, grad ? &dout : NULL};
     for (int i = 0; i < 4; i++)
         if (floats[i] && (load_input(cmd, floats[i], 3) || check_float_input(cmd, floats[i]))) goto done;
@@ -361,14 +388,15 @@ int cmd_attn(int argc, char **argv, int grad) {
         goto done;
     }
     const int64_t qshape[3] = {Tq, Hq, D}, kshape[3] = {Tk, Hkv, D}, lshape[2] = {Tq, Hq};
-    if (make_output(cmd, &out, out_path, 3, qshape) || make_output(cmd, &lse, lse_path, 2, lshape)) goto done;
-    const int64_t width = ifl_select_width(&cfg, Tk);
-    sel_buf             = malloc((size_t)(Hkv * Tq * width) * sizeof *sel_buf);
-    if (sel_buf == NULL) {
-        cli_error(cmd, "out of memory");
+    const int64_t width = ifl_select_width(&cfg, Tk), sshape[3] = {Hkv, Tq, width};
+    struct input *staged_in[5] = {&q, &k, &v, grad ? &dout : NULL, sel_in.path ? &sel_in : NULL};
+    for (int i = 0; i < 5; i++)
+        if (staged_in[i] && stage_in(cmd, ctx, &staged_in[i]->t, &staged[i])) goto done;
+    if (make_output(cmd, ctx, &out, out_path, IFL_DTYPE_F64, 3, qshape) ||
+        make_output(cmd, ctx, &lse, lse_path, IFL_DTYPE_F64, 2, lshape) ||
+        make_output(cmd, ctx, &selo, blocks_out, IFL_DTYPE_I32, 3, sshape))
         goto done;
-    }
-    struct ifl_tensor sel = ifl_tensor_make(sel_buf, IFL_DTYPE_I32, 3, (const int64_t[3]){Hkv, Tq, width});
+    struct ifl_tensor sel = selo.t;
     enum ifl_status   st;
     enum ifl_mode     ran;
     int64_t           n_ran[2] = {0, 0}; /* --cache-chunk: dense and sparse chunks */
@@ -390,8 +418,9 @@ int cmd_attn(int argc, char **argv, int grad) {
         st = ifl_infllmv2_fwd(ctx, &cfg, NULL, &q.t, &k.t, &v.t, &out.t, &lse.t, &sel, &ran);
     }
     if (st == IFL_STATUS_OK && grad) {
-        if (make_output(cmd, &dq, dq_path, 3, qshape) || make_output(cmd, &dk, dk_path, 3, kshape) ||
-            make_output(cmd, &dv, dv_path, 3, kshape))
+        if (make_output(cmd, ctx, &dq, dq_path, IFL_DTYPE_F64, 3, qshape) ||
+            make_output(cmd, ctx, &dk, dk_path, IFL_DTYPE_F64, 3, kshape) ||
+            make_output(cmd, ctx, &dv, dv_path, IFL_DTYPE_F64, 3, kshape))
             goto done;
         st = ran == IFL_MODE_SPARSE
                  ? ifl_sparse_attn_bwd(ctx, &cfg, NULL, &q.t, &k.t, &v.t, &sel, &out.t, &lse.t, &dout.t, &dq.t, &dk.t, &dv.t)
@@ -405,10 +434,11 @@ int cmd_attn(int argc, char **argv, int grad) {
     /* ---- outputs: only now is anything written ---- */
     const struct output *writes[] = {&out, &lse, &dq, &dk, &dv};
     for (int i = 0; i < 5; i++)
-        if (write_f32(cmd, writes[i])) goto done;
-    if (blocks_out && ran == IFL_MODE_SPARSE) {
+        if (write_output(cmd, ctx, writes[i])) goto done;
+    if (blocks_out && ran == IFL_MODE_SPARSE && !sel_in.path && write_output(cmd, ctx, &selo)) goto done;
+    if (blocks_out && ran == IFL_MODE_SPARSE && sel_in.path) { /* the selection given is the one used */
         char err[512];
-        if (npy_write(blocks_out, IFL_DTYPE_I32, 3, sel.shape, sel.data, err, sizeof err) != 0) {
+        if (npy_write(blocks_out, IFL_DTYPE_I32, 3, sel_in.a.shape, sel_in.a.data, err, sizeof err) != 0) {
             cli_error(cmd, "%s", err);
             goto done;
         }
@@ -425,10 +455,12 @@ int cmd_attn(int argc, char **argv, int grad) {
            blocks_out && ran == IFL_MODE_DENSE ? " (no selection: --blocks-out not written)" : "");
     rc = CLI_OK;
 done:
+    {
+        struct output *outs[] = {&out, &lse, &dq, &dk, &dv, &selo};
+        for (int i = 0; i < 6; i++) free_output(ctx, outs[i]);
+        for (int i = 0; i < 5; i++) ifl_buffer_free(ctx, staged[i]);
+    }
     ifl_ctx_destroy(ctx);
-    free(sel_buf);
-    struct output *outs[] = {&out, &lse, &dq, &dk, &dv};
-    for (int i = 0; i < 5; i++) free(outs[i]->data);
     struct input *ins[] = {&q, &k, &v, &dout, &sel_in};
     for (int i = 0; i < 5; i++) {
         npy_free(&ins[i]->a);

@@ -17,6 +17,7 @@ static const char usage[] =
     "  demo      a synthetic long-context case with planted needle blocks: dense vs sparse\n"
     "  attn      attention forward on .npy files (selection, sparse or dense)\n"
     "  grad      attention backward on .npy files\n"
+    "  bench     time dense vs sparse attention (decode, prefill, backward) on synthetic inputs\n"
     "  version   print the library version and the backends of this build\n";
 
 static int cmd_version(int argc, char **argv) {
@@ -48,6 +49,7 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "attn") == 0) return cmd_attn(argc, argv, 0);
     if (strcmp(cmd, "grad") == 0) return cmd_attn(argc, argv, 1);
     if (strcmp(cmd, "demo") == 0) return cmd_demo(argc, argv);
+    if (strcmp(cmd, "bench") == 0) return cmd_bench(argc, argv);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) return cmd_version(argc, argv);
     fprintf(stderr, "infllm: unknown command '%s'\n\n%s", cmd, usage);
     return CLI_USAGE;
