@@ -427,7 +427,11 @@ int cmd_attn(int argc, char **argv, int grad) {
                  : ifl_dense_attn_bwd(ctx, &cfg, NULL, &q.t, &k.t, &v.t, &out.t, &lse.t, &dout.t, &dq.t, &dk.t, &dv.t);
     }
     if (st != IFL_STATUS_OK) {
-        cli_error(cmd, "%s (%s)", ifl_ctx_errmsg(ctx), ifl_status_str(st));
+        const char *msg = ifl_ctx_errmsg(ctx);
+        if (sel_in.path && strstr(msg, ": sel[") != NULL) /* a bad row of the given selection */
+            cli_error(cmd, "--blocks-in %s: %s (%s)", sel_in.path, msg, ifl_status_str(st));
+        else
+            cli_error(cmd, "%s (%s)", msg, ifl_status_str(st));
         goto done;
     }
 

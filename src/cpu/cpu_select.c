@@ -15,59 +15,123 @@
 
 /* ---- compressed keys ---- */
 
-/* The compressed keys (kernel/stride) of sequence s, KV head g, as f32 in out[n][dp]: means in
- * f32 rounded to the key dtype (what the reference and a KV cache hold). */
-static void compress_seq_head(const struct ifl__problem *pb, const struct ifl__seq *sq, int64_t g,
-                              int64_t kernel, int64_t stride, int64_t dp, float *out, float *row) {
-    const int64_t n = ifl_compressed_len(sq->nk, (int32_t)kernel, (int32_t)stride), D = pb->d;
-    for (int64_t j = 0; j < n; j++) {
-        float *c = out + j * dp;
-        memset(c, 0, (size_t)dp * sizeof *c);
-        for (int64_t tk = j * stride; tk < j * stride + kernel; tk++) {
-            load_row(row, pb->k, ifl__off3(pb->k, sq->k0 + tk, g, 0), D);
-            for (int64_t d = 0; d < D; d++) c[d] += row[d];
-        }
-        for (int64_t d = 0; d < D; d++) c[d] = (float)ifl__round(pb->k->dtype, c[d] / (float)kernel);
+/* The work of compression is cut into tiles of CT compressed keys of one (sequence, KV head,
+ * kind: 0 fine, 1 coarse): one task each, so even a single long sequence spreads over threads. */
+struct ctiles {
+    int64_t  n_entries; /* n_seqs * hkv * 2 */
+    int64_t *first;     /* [n_entries + 1] first task of each (s, g, kind), entry = (s*hkv + g)*2 + kind */
+};
+
+static int ctiles_build(struct ctiles *ct, const struct ifl__problem *pb) {
+    const struct ifl_sparse_config *c = &pb->cfg;
+    ct->n_entries = pb->n_seqs * pb->hkv * 2;
+    ct->first     = malloc((size_t)(ct->n_entries + 1) * sizeof *ct->first);
+    if (ct->first == NULL) return -1;
+    ct->first[0] = 0;
+    for (int64_t e = 0; e < ct->n_entries; e++) {
+        int64_t s = e / (2 * pb->hkv), kind = e % 2;
+        int64_t n = kind ? ifl_compressed_len(pb->seqs[s].nk, c->coarse_kernel_size, c->coarse_kernel_stride)
+                         : ifl_compressed_len(pb->seqs[s].nk, c->kernel_size, c->kernel_stride);
+        ct->first[e + 1] = ct->first[e] + ifl__ceil_div(n, CT);
     }
+    return 0;
+}
+
+/* The (s, g, kind) and first key j0 of a task. */
+static void ctiles_task(const struct ctiles *ct, const struct ifl__problem *pb, int64_t task, int64_t *s,
+                        int64_t *g, int *kind, int64_t *j0) {
+    int64_t lo = 0, hi = ct->n_entries - 1; /* the last entry whose first task <= task */
+    while (lo < hi) {
+        int64_t mid = (lo + hi + 1) / 2;
+        if (ct->first[mid] <= task) lo = mid;
+        else hi = mid - 1;
+    }
+    *s    = lo / (2 * pb->hkv);
+    *g    = lo / 2 % pb->hkv;
+    *kind = (int)(lo % 2);
+    *j0   = (task - ct->first[lo]) * CT;
+}
+
+/* Keys j0 .. j0+cnt-1 of kind (0 fine, 1 coarse) of sequence s and KV head g, as f32 rows of
+ * out[cnt][dp] (padding zeroed): a window is the sum of its kernel/stride chunks of stride rows,
+ * each row read once, summed in f32 in a fixed order, divided by the kernel and rounded to the
+ * key dtype (what the reference and a KV cache hold). chunk: (cnt + kernel/stride) * dp floats. */
+static void compress_tile(const struct ifl__problem *pb, int64_t s, int64_t g, int kind, int64_t j0, int64_t cnt,
+                          int64_t dp, float *out, float *chunk) {
+    const struct ifl_sparse_config *c = &pb->cfg;
+    const int64_t kernel = kind ? c->coarse_kernel_size : c->kernel_size;
+    const int64_t stride = kind ? c->coarse_kernel_stride : c->kernel_stride;
+    const int64_t per = kernel / stride, D = pb->d, k0 = pb->seqs[s].k0;
+    float *row = chunk + (cnt + per) * dp; /* one row of scratch after the chunks */
+    memset(row + D, 0, (size_t)(dp - D) * sizeof *row);
+    for (int64_t ci = 0; ci < cnt + per - 1; ci++) { /* chunk j0 + ci: rows (j0 + ci) * stride .. + stride */
+        float *sum = chunk + ci * dp;
+        memset(sum, 0, (size_t)dp * sizeof *sum);
+        for (int64_t r = (j0 + ci) * stride; r < (j0 + ci + 1) * stride; r++) {
+            load_row(row, pb->k, ifl__off3(pb->k, k0 + r, g, 0), D);
+            for (int64_t d = 0; d < D; d += VL) vstore(sum + d, vload(sum + d) + vload(row + d));
+        }
+    }
+    const float inv_kernel = 1.0f / (float)kernel;
+    for (int64_t j = 0; j < cnt; j++) {
+        float *o = out + j * dp;
+        memcpy(o, chunk + j * dp, (size_t)dp * sizeof *o);
+        for (int64_t ci = j + 1; ci < j + per; ci++)
+            for (int64_t d = 0; d < dp; d += VL) vstore(o + d, vload(o + d) + vload(chunk + ci * dp + d));
+        for (int64_t d = 0; d < D; d++) o[d] = (float)ifl__round(pb->k->dtype, o[d] * inv_kernel);
+        for (int64_t d = D; d < dp; d++) o[d] = 0;
+    }
+}
+
+/* Floats of compress_tile's chunk scratch (chunks plus one row). */
+static int64_t compress_scratch_floats(const struct ifl__problem *pb, int64_t dp) {
+    const struct ifl_sparse_config *c = &pb->cfg;
+    int64_t per = c->kernel_size / c->kernel_stride, per2 = c->coarse_kernel_size / c->coarse_kernel_stride;
+    return (CT + 1 + (per > per2 ? per : per2)) * dp;
 }
 
 struct compress_job {
     const struct ifl__problem *pb;
-    float                     *scratch; /* per thread: the keys of one (s, g) and a row */
+    struct ctiles              ct;
+    int64_t                    dp;
+    float                     *scratch; /* per thread: a tile of keys, then the chunks */
     int64_t                    scratch_floats;
 };
 
 static void compress_task(void *arg, int64_t task, int thread) {
-    const struct compress_job *job = arg;
-    const struct ifl__problem *pb  = job->pb;
-    const int64_t              s = task / pb->hkv, g = task % pb->hkv, D = pb->d;
-    const struct ifl_sparse_config *c = &pb->cfg;
-    float *buf = job->scratch + thread * job->scratch_floats, *row = buf + job->scratch_floats - IFL_MAX_HEAD_DIM - 64;
-    const struct ifl_tensor *outs[2] = {pb->c1, pb->c2};
-    const int64_t kernels[2] = {c->kernel_size, c->coarse_kernel_size}, strides[2] = {c->kernel_stride, c->coarse_kernel_stride};
-    for (int w = 0; w < 2; w++) {
-        if (outs[w] == NULL) continue;
-        int64_t first = 0; /* rows of the earlier sequences */
-        for (int64_t i = 0; i < s; i++) first += ifl_compressed_len(pb->seqs[i].nk, (int32_t)kernels[w], (int32_t)strides[w]);
-        int64_t n = ifl_compressed_len(pb->seqs[s].nk, (int32_t)kernels[w], (int32_t)strides[w]);
-        for (int64_t j0 = 0; j0 < n; j0 += CT) { /* a tile of keys at a time bounds the scratch */
-            int64_t cnt = n - j0 < CT ? n - j0 : CT;
-            struct ifl__seq part = pb->seqs[s];
-            part.k0 += j0 * strides[w];
-            part.nk = (cnt - 1) * strides[w] + kernels[w];
-            compress_seq_head(pb, &part, g, kernels[w], strides[w], D, buf, row);
-            for (int64_t j = 0; j < cnt; j++) store_row(outs[w], ifl__off3(outs[w], first + j0 + j, g, 0), buf + j * D, D);
-        }
-    }
+    const struct compress_job      *job = arg;
+    const struct ifl__problem      *pb  = job->pb;
+    const struct ifl_sparse_config *c   = &pb->cfg;
+    int64_t s, g, j0;
+    int     kind;
+    ctiles_task(&job->ct, pb, task, &s, &g, &kind, &j0);
+    const struct ifl_tensor *out = kind ? pb->c2 : pb->c1;
+    if (out == NULL) return;
+    const int64_t kernel = kind ? c->coarse_kernel_size : c->kernel_size;
+    const int64_t stride = kind ? c->coarse_kernel_stride : c->kernel_stride;
+    int64_t first = 0; /* rows of the earlier sequences in the packed output */
+    for (int64_t i = 0; i < s; i++) first += ifl_compressed_len(pb->seqs[i].nk, (int32_t)kernel, (int32_t)stride);
+    int64_t n = ifl_compressed_len(pb->seqs[s].nk, (int32_t)kernel, (int32_t)stride);
+    int64_t cnt = n - j0 < CT ? n - j0 : CT;
+    float  *buf = job->scratch + thread * job->scratch_floats;
+    compress_tile(pb, s, g, kind, j0, cnt, job->dp, buf, buf + CT * job->dp);
+    for (int64_t j = 0; j < cnt; j++) store_row(out, ifl__off3(out, first + j0 + j, g, 0), buf + j * job->dp, pb->d);
 }
 
 enum ifl_status CPU_FN(cpu_compress_keys)(struct ifl_ctx *ctx, const struct ifl__problem *pb);
 enum ifl_status CPU_FN(cpu_compress_keys)(struct ifl_ctx *ctx, const struct ifl__problem *pb) {
-    struct compress_job job = {pb, NULL, CT * pb->d + IFL_MAX_HEAD_DIM + 64};
-    job.scratch = malloc((size_t)(job.scratch_floats * ctx->n_threads) * sizeof(float));
-    if (job.scratch == NULL) return IFL_FAIL(ctx, IFL_STATUS_OUT_OF_MEMORY, "ifl_compress_keys: out of memory");
-    cpu_pool_run(cpu_pool_of(ctx), pb->n_seqs * pb->hkv, compress_task, &job);
+    struct compress_job job;
+    job.pb             = pb;
+    job.dp             = round_up(pb->d, VL);
+    job.scratch_floats = round_up(CT * job.dp + compress_scratch_floats(pb, job.dp), 16);
+    job.scratch        = malloc((size_t)(job.scratch_floats * ctx->n_threads) * sizeof(float));
+    if (job.scratch == NULL || ctiles_build(&job.ct, pb) != 0) {
+        free(job.scratch);
+        return IFL_FAIL(ctx, IFL_STATUS_OUT_OF_MEMORY, "ifl_compress_keys: out of memory");
+    }
+    cpu_pool_run(cpu_pool_of(ctx), job.ct.first[job.ct.n_entries], compress_task, &job);
     free(job.scratch);
+    free(job.ct.first);
     return IFL_STATUS_OK;
 }
 
@@ -88,40 +152,35 @@ struct select_job {
     int64_t                    scratch_floats;
     /* preparation: the packed rows of pb->c1 / pb->c2 of each sequence, when given */
     int64_t *off1, *off2;
+    struct ctiles ct;
 };
 
-/* Builds the tiles of (s, g): from the given compressed keys, else from k. */
+/* Builds one tile of compressed keys (transposed, zero padded): from the given compressed keys,
+ * else from k. */
 static void prep_task(void *arg, int64_t task, int thread) {
     struct select_job         *job = arg;
     const struct ifl__problem *pb  = job->pb;
     const struct ifl_sparse_config *c = &pb->cfg;
-    const int64_t s = task / pb->hkv, g = task % pb->hkv, dp = job->dp, D = pb->d;
-    float *buf = job->scratch + thread * job->scratch_floats, *row = buf + CT * dp;
-    for (int w = 0; w < 2; w++) {
-        const int64_t kernel = w ? c->coarse_kernel_size : c->kernel_size, stride = w ? c->coarse_kernel_stride : c->kernel_stride;
-        const struct ifl_tensor *given = w ? pb->c2 : pb->c1;
-        const int64_t n = ifl_compressed_len(pb->seqs[s].nk, (int32_t)kernel, (int32_t)stride);
-        float *tiles = (w ? job->ck.t2 : job->ck.t1) + (w ? job->ck.base2 : job->ck.base1)[task] * dp * CT;
-        for (int64_t j0 = 0; j0 < n; j0 += CT) {
-            int64_t cnt = n - j0 < CT ? n - j0 : CT;
-            if (given) {
-                int64_t first = (w ? job->off2 : job->off1)[s] + j0;
-                for (int64_t j = 0; j < cnt; j++) {
-                    load_row(buf + j * dp, given, ifl__off3(given, first + j, g, 0), D);
-                    for (int64_t d = D; d < dp; d++) buf[j * dp + d] = 0;
-                }
-            } else {
-                struct ifl__seq part = pb->seqs[s];
-                part.k0 += j0 * stride;
-                part.nk = (cnt - 1) * stride + kernel;
-                compress_seq_head(pb, &part, g, kernel, stride, dp, buf, row);
-            }
-            float *tile = tiles + (j0 / CT) * dp * CT; /* transpose, zero padding */
-            memset(tile, 0, (size_t)(dp * CT) * sizeof *tile);
-            for (int64_t j = 0; j < cnt; j++)
-                for (int64_t d = 0; d < D; d++) tile[d * CT + j] = buf[j * dp + d];
+    int64_t s, g, j0;
+    int     kind;
+    ctiles_task(&job->ct, pb, task, &s, &g, &kind, &j0);
+    const int64_t dp = job->dp, D = pb->d;
+    const int64_t kernel = kind ? c->coarse_kernel_size : c->kernel_size, stride = kind ? c->coarse_kernel_stride : c->kernel_stride;
+    const int64_t n = ifl_compressed_len(pb->seqs[s].nk, (int32_t)kernel, (int32_t)stride), cnt = n - j0 < CT ? n - j0 : CT;
+    const struct ifl_tensor *given = kind ? pb->c2 : pb->c1;
+    float *buf = job->scratch + thread * job->scratch_floats;
+    if (given) {
+        int64_t first = (kind ? job->off2 : job->off1)[s] + j0;
+        for (int64_t j = 0; j < cnt; j++) {
+            load_row(buf + j * dp, given, ifl__off3(given, first + j, g, 0), D);
+            for (int64_t d = D; d < dp; d++) buf[j * dp + d] = 0;
         }
+    } else {
+        compress_tile(pb, s, g, kind, j0, cnt, dp, buf, buf + CT * dp);
     }
+    float *tile = (kind ? job->ck.t2 : job->ck.t1) + ((kind ? job->ck.base2 : job->ck.base1)[s * pb->hkv + g] + j0 / CT) * dp * CT;
+    for (int64_t d = 0; d < dp; d++) /* transpose; keys past cnt are zero */
+        for (int64_t j = 0; j < CT; j++) tile[d * CT + j] = j < cnt ? buf[j * dp + d] : 0.0f;
 }
 
 struct scored_block {
@@ -296,17 +355,17 @@ enum ifl_status CPU_FN(cpu_select)(struct ifl_ctx *ctx, const struct ifl__proble
     int64_t width = ifl_select_width(c, INT64_MAX / 4);
     if (width > max_nb) width = max_nb;
     job.scratch_floats = pb->g * (job.dp + CT + 3 + 2 * PTR_FLOATS) + round_up(max_n1 + 1, 2) + 3 * (width + 1) +
-                         (CT + 1) * job.dp + IFL_MAX_HEAD_DIM + 64;
+                         CT * job.dp + compress_scratch_floats(pb, job.dp) + 64;
     job.scratch_floats = round_up(job.scratch_floats, 16); /* 64-byte aligned per thread, so the row pointers at its end are aligned */
     job.scratch = malloc((size_t)(job.scratch_floats * ctx->n_threads) * sizeof(float));
-    if (!job.ck.t1 || !job.ck.t2 || !job.scratch) goto oom;
-    cpu_pool_run(cpu_pool_of(ctx), H, prep_task, &job);
+    if (!job.ck.t1 || !job.ck.t2 || !job.scratch || ctiles_build(&job.ct, pb) != 0) goto oom;
+    cpu_pool_run(cpu_pool_of(ctx), job.ct.first[job.ct.n_entries], prep_task, &job);
     cpu_pool_run(cpu_pool_of(ctx), job.task_seq[pb->n_seqs], select_task, &job);
     goto done;
 oom:
     st = IFL_FAIL(ctx, IFL_STATUS_OUT_OF_MEMORY, "ifl_select: out of memory");
 done:
     free(job.ck.base1), free(job.ck.base2), free(job.ck.t1), free(job.ck.t2);
-    free(job.task_seq), free(job.off1), free(job.off2), free(job.scratch);
+    free(job.task_seq), free(job.off1), free(job.off2), free(job.scratch), free(job.ct.first);
     return st;
 }
