@@ -223,7 +223,8 @@ struct ifl_sparse_config ifl_sparse_config_default(void);
 /* Checks a config on its own (the ops check it too). Rules: every size > 0; block_size and
  * kernel_size multiples of kernel_stride; coarse_kernel_size a multiple of coarse_kernel_stride;
  * init_blocks >= 0; window_size >= 0 and a multiple of block_size; topk >= init_blocks + 1;
- * dense_len >= 0 or -1; scale finite and >= 0; lse_mode known. Errors: INVALID_ARG. */
+ * topk + window_size/block_size <= 2^30 - 1; dense_len >= 0 or -1; scale finite and >= 0;
+ * lse_mode known. Errors: INVALID_ARG. */
 enum ifl_status ifl_sparse_config_check(struct ifl_ctx *ctx, const struct ifl_sparse_config *cfg);
 
 /* Number of compressed keys of n_keys tokens: complete windows only,
@@ -251,16 +252,17 @@ struct ifl_batch {
  * Common to all: q, k, v share one dtype among f64/f32/f16/bf16; float outputs may be any of
  * those four, lse f32 or f64, sel i32. cfg NULL means ifl_sparse_config_default().
  * Errors common to all: INVALID_ARG (ctx/tensor NULL, NULL data, bad config, bad batch, NaN/Inf
- * in an input when check_finite is on, overlapping outputs), SHAPE, DTYPE, OUT_OF_MEMORY. */
+ * in q, k, v, out or dout when check_finite is on (lse is not scanned: -inf is a legitimate
+ * forward result), overlapping outputs), SHAPE, DTYPE, OUT_OF_MEMORY. */
 
 /* Compressed keys (spec §2.1). c1[j] = mean(k[j*kernel_stride .. +kernel_size-1]) per sequence
  * and KV head, complete windows only; c2 likewise with the coarse kernel. The mean is rounded to
  * k's dtype (bf16 keys give bf16 compressed keys, as a KV cache stores them); stage 1 uses
  * exactly these values. Rows are packed by
  * sequence: sequence s contributes ifl_compressed_len(Tk_s, ...) rows, in order.
- *   k : [Tk, Hkv, D]     c1 : [N1, Hkv, D]     c2 : [N2, Hkv, D] or NULL
- * N1 (N2) must equal the sum over sequences; a batch with no complete window at all has no rows,
- * so pass NULL for that output. */
+ *   k : [Tk, Hkv, D]     c1 : [N1, Hkv, D] or NULL     c2 : [N2, Hkv, D] or NULL
+ * N1 (N2) must equal the sum over sequences; NULL skips that output (a batch with no complete
+ * window at all has no rows, so it must pass NULL). Only cu_seqlens_k of the batch is read. */
 enum ifl_status ifl_compress_keys(struct ifl_ctx *ctx, const struct ifl_sparse_config *cfg,
                                   const struct ifl_batch *batch, const struct ifl_tensor *k,
                                   const struct ifl_tensor *c1, const struct ifl_tensor *c2);

@@ -23,10 +23,12 @@ struct scored_block {
     int32_t block;
 };
 
-/* Best first; equal scores (+inf forced blocks included) go to the smaller block index. */
+/* Best first; equal scores (+inf forced blocks included) go to the smaller block index. A NaN
+ * score (only from NaN inputs with check_finite off) ranks last, so the order stays total. */
 static int by_score_then_index(const void *a, const void *b) {
     const struct scored_block *x = a, *y = b;
-    if (x->score != y->score) return x->score > y->score ? -1 : 1;
+    double xs = isnan(x->score) ? -INFINITY : x->score, ys = isnan(y->score) ? -INFINITY : y->score;
+    if (xs != ys) return xs > ys ? -1 : 1;
     return (x->block > y->block) - (x->block < y->block);
 }
 
