@@ -36,14 +36,15 @@ struct fwd_job {
     int                        sparse;
     int64_t                    tokens_per_task;
     int64_t                   *task_seq; /* [n_seqs + 1] first task of each sequence */
+    int                        lazy;     /* 1: every block serves one task, converted by that task */
     char                      *scratch;  /* per thread */
     int64_t                    scratch_bytes;
 };
 
-/* Per-thread scratch of a task of M rows and T tokens. */
-static int64_t fwd_scratch_bytes(int64_t M, int64_t T, int64_t dp, int64_t np) {
-    return (int64_t)sizeof(float) * (M * (2 * dp + np + 2) + 64) + (int64_t)sizeof(int32_t) * M +
-           (int64_t)sizeof(float *) * 4 * M + (int64_t)sizeof(int64_t) * T + 64;
+/* Per-thread scratch of a task of M rows and T tokens (plus three tiles in lazy mode). */
+static int64_t fwd_scratch_bytes(int64_t M, int64_t T, int64_t dp, int64_t np, int lazy) {
+    return (int64_t)sizeof(float) * (M * (2 * dp + np + 2) + 64 + (lazy ? 3 * np * dp : 0)) +
+           (int64_t)sizeof(int32_t) * M + (int64_t)sizeof(float *) * 4 * M + (int64_t)sizeof(int64_t) * T + 64;
 }
 
 static void fwd_task(void *arg, int64_t task, int thread) {
@@ -67,6 +68,7 @@ static void fwd_task(void *arg, int64_t task, int thread) {
     int32_t *valid = (int32_t *)(l + M);
     float  **qp = (float **)(valid + M + 8 - (M % 8)), **op = qp + M, **mp = op + M, **lp = mp + M;
     int64_t *cursor = (int64_t *)(lp + M);
+    float   *lazy_kt = (float *)(cursor + nt + 8), *lazy_v = lazy_kt + np * dp, *lazy_k = lazy_v + np * dp;
     const float qscale = (float)(pb->cfg.scale * LOG2E);
     for (int64_t r = 0; r < M; r++) {
         float *q = Qs + r * dp;
@@ -111,10 +113,16 @@ static void fwd_task(void *arg, int64_t task, int thread) {
                 valid[n] = (int32_t)cnt;
             }
         }
-        int64_t tile = *tiles_entry(t, pb, s, g, b);
-        mk_qk((const float *const *)qp, n, t->kt + tile * np * dp, np, D, np, S, np);
+        const float *kt = lazy_kt, *vv = lazy_v;
+        if (job->lazy) {
+            CPU_FN(tile_convert)(t, pb, s, g, b, lazy_kt, lazy_v, lazy_k, NULL);
+        } else {
+            int64_t tile = *tiles_entry(t, pb, s, g, b);
+            kt = t->kt + tile * np * dp, vv = t->v + tile * np * dp;
+        }
+        mk_qk((const float *const *)qp, n, kt, np, D, np, S, np);
         softmax_tile(S, np, n, np, valid, mp, lp, op, dp);
-        mk_pv(S, np, n, nmax, t->v + tile * np * dp, dp, dp, op);
+        mk_pv(S, np, n, nmax, vv, dp, dp, op);
     }
     for (int64_t r = 0; r < M; r++) {
         int64_t row = sq->q0 + i0 + r / G, h = g * G + r % G;
@@ -131,7 +139,7 @@ static void fwd_task(void *arg, int64_t task, int thread) {
 
 static enum ifl_status attn_fwd(struct ifl_ctx *ctx, const struct ifl__problem *pb, int sparse, const char *fn) {
     struct kv_tiles t;
-    struct fwd_job  job = {pb, &t, sparse, tokens_per_task(pb->g, sparse), NULL, NULL, 0};
+    struct fwd_job  job = {pb, &t, sparse, tokens_per_task(pb->g, sparse), NULL, 0, NULL, 0};
     enum ifl_status st  = IFL_STATUS_OK;
     job.task_seq        = malloc((size_t)(pb->n_seqs + 1) * sizeof *job.task_seq);
     if (CPU_FN(tiles_begin)(&t, pb) != 0 || job.task_seq == NULL) goto oom;
@@ -153,9 +161,13 @@ static enum ifl_status attn_fwd(struct ifl_ctx *ctx, const struct ifl__problem *
             }
         }
     }
-    if (CPU_FN(tiles_build)(&t, ctx, pb, 0) != 0) goto oom;
+    /* when each (sequence, KV head) is one task (decode, short chunks) every block serves one task:
+     * it converts its blocks itself into cache-resident scratch instead of a shared tile array */
+    job.lazy = 1;
+    for (int64_t s = 0; s < pb->n_seqs; s++) job.lazy &= pb->seqs[s].nq <= job.tokens_per_task;
+    if (!job.lazy && CPU_FN(tiles_build)(&t, ctx, pb, 0) != 0) goto oom;
     int64_t M         = job.tokens_per_task * pb->g;
-    job.scratch_bytes = round_up(fwd_scratch_bytes(M, job.tokens_per_task, t.dp, t.np), 64);
+    job.scratch_bytes = round_up(fwd_scratch_bytes(M, job.tokens_per_task, t.dp, t.np, job.lazy), 64);
     job.scratch       = malloc((size_t)(job.scratch_bytes * ctx->n_threads));
     if (job.scratch == NULL) goto oom;
     cpu_pool_run(cpu_pool_of(ctx), job.task_seq[pb->n_seqs], fwd_task, &job);

@@ -82,10 +82,12 @@ static inline float bf16_to_f32(uint16_t b) {
 
 /* n bf16 values (n a multiple of VL) to f32 */
 static inline void load_bf16_row(float *dst, const uint16_t *src, int64_t n) {
+    typedef uint16_t vh __attribute__((vector_size(VL * 2)));
     int64_t i = 0;
-    for (; i + VL <= n; i += VL) {
-        vu u;
-        for (int k = 0; k < VL; k++) u[k] = (uint32_t)src[i + k] << 16;
+    for (; i + VL <= n; i += VL) { /* zero-extend and shift: a bf16 is the top half of a float */
+        vh h;
+        memcpy(&h, src + i, sizeof h);
+        vu u = __builtin_convertvector(h, vu) << 16;
         vstore(dst + i, (vf)u);
     }
     for (; i < n; i++) dst[i] = bf16_to_f32(src[i]);

@@ -56,17 +56,10 @@ static void transpose_tile(float *out, const float *in, int64_t np, int64_t dp) 
         for (int64_t r = 0; r < np; r++) out[d * np + r] = in[r * dp + d];
 }
 
-static void convert_tile(void *arg, int64_t tile, int thread) {
-    const struct convert_job  *job = arg;
-    struct kv_tiles           *t   = job->t;
-    const struct ifl__problem *pb  = job->pb;
-    int64_t                    s, g, b;
-    entry_coords(t, pb, t->src[tile], &s, &g, &b);
-    const int64_t np = t->np, dp = t->dp, D = pb->d, sz = np * dp;
-    float *kt = t->kt + tile * sz, *v = t->v + tile * sz;
-    /* K rows go to the backward's row-major tile, or to this thread's scratch */
-    float  *k  = t->k ? t->k + tile * sz : t->scratch + thread * sz;
-    int64_t first = b * t->bs, n = pb->seqs[s].nk - first < t->bs ? pb->seqs[s].nk - first : t->bs;
+void CPU_FN(tile_convert)(const struct kv_tiles *t, const struct ifl__problem *pb, int64_t s, int64_t g, int64_t b,
+                          float *kt, float *v, float *k, float *vt) {
+    const int64_t np = t->np, dp = t->dp, D = pb->d;
+    int64_t       first = b * t->bs, n = pb->seqs[s].nk - first < t->bs ? pb->seqs[s].nk - first : t->bs;
     for (int64_t r = 0; r < n; r++) {
         int64_t row = pb->seqs[s].k0 + first + r;
         load_row(k + r * dp, pb->k, ifl__off3(pb->k, row, g, 0), D);
@@ -75,7 +68,18 @@ static void convert_tile(void *arg, int64_t tile, int thread) {
     zero_padding(k, n, np, D, dp);
     zero_padding(v, n, np, D, dp);
     transpose_tile(kt, k, np, dp);
-    if (t->vt) transpose_tile(t->vt + tile * sz, v, np, dp);
+    if (vt) transpose_tile(vt, v, np, dp);
+}
+
+static void convert_tile(void *arg, int64_t tile, int thread) {
+    const struct convert_job  *job = arg;
+    struct kv_tiles           *t   = job->t;
+    int64_t                    s, g, b;
+    entry_coords(t, job->pb, t->src[tile], &s, &g, &b);
+    const int64_t sz = t->np * t->dp;
+    /* K rows go to the backward's row-major tile, or to this thread's scratch */
+    float *k = t->k ? t->k + tile * sz : t->scratch + thread * sz;
+    CPU_FN(tile_convert)(t, job->pb, s, g, b, t->kt + tile * sz, t->v + tile * sz, k, t->vt ? t->vt + tile * sz : NULL);
 }
 
 int CPU_FN(tiles_build)(struct kv_tiles *t, struct ifl_ctx *ctx, const struct ifl__problem *pb, int with_bwd) {
