@@ -3,7 +3,8 @@
  * cmd_bench.c -- `infllm bench`: dense causal attention against InfLLM-V2 sparse attention (stage 1
  * ifl_select, stage 2 ifl_sparse_attn_fwd) on synthetic inputs of the standard shape, for decode (one
  * query after N-1 keys), a prefill chunk (512 queries at the end of N keys) and the backward of such a
- * chunk. Every case runs on random inputs (the worst case for sparse attention) and on locally
+ * chunk, and a decode step through a KV cache (append + ifl_kv_cache_attn of token N-1, dense and
+ * sparse). Every case runs on random inputs (the worst case for sparse attention) and on locally
  * correlated ones (as in text). Median of several runs after a warm-up; a table on stdout, or with
  * --json one JSON object per case on stdout and the table on stderr. Uses only the public API.
  */
@@ -23,13 +24,15 @@ static const char bench_usage[] =
     "usage: infllm bench [options]\n"
     "\n"
     "Times dense causal attention against InfLLM-V2 sparse attention on synthetic inputs:\n"
-    "decode (1 query after N-1 keys), a prefill chunk (--queries queries at the end of N keys)\n"
-    "and the backward of such a chunk, each on random and on locally correlated inputs.\n"
+    "decode (1 query after N-1 keys), a prefill chunk (--queries queries at the end of N keys),\n"
+    "the backward of such a chunk, and a decode step through a KV cache (token N-1 appended and\n"
+    "attended), each on random and on locally correlated inputs.\n"
     "Prints a table on stdout; with --json, one JSON object per case on stdout (the table then\n"
     "goes to stderr). Progress goes to stderr. Exit status 0 ok, 1 failure, 2 usage error.\n"
     "\n"
     "cases:\n"
-    "  --ops LIST            decode,prefill,backward (all three)\n"
+    "  --ops LIST            decode,prefill,backward,cache (all four; 'cache' is reported as\n"
+    "                        op decode_cache)\n"
     "  --keys LIST           key counts N, comma separated; a K suffix means x1024\n"
     "                        (8K,32K,64K,128K)\n"
     "  --queries N           queries of a prefill or backward chunk (512)\n"
@@ -43,8 +46,8 @@ static const char bench_usage[] =
     "                                      neighbouring tokens correlate at ~0.99, tokens 64\n"
     "                                      apart at ~0.72), v i.i.d.: neighbouring queries\n"
     "                                      select overlapping blocks, as in text\n"
-    "  --quick               a subset: decode at 128K and a prefill chunk at 64K (half a\n"
-    "                        minute on 2 idle AVX-512 cores); not with --keys\n"
+    "  --quick               a subset: decode and cache at 128K, a prefill chunk at 64K (about\n"
+    "                        half a minute on 2 idle AVX-512 cores); not with --keys\n"
     "\n"
     "shape:\n"
     "  --heads N             query heads (32)\n"
@@ -57,11 +60,13 @@ static const char bench_usage[] =
     "  --threads N           worker threads of the cpu backend (0 = all cores)\n"
     "  --simd LEVEL          auto|scalar|avx2|avx512, the cpu backend's instruction set (auto)\n"
     "  --runs N              timed runs per measurement, after 1 untimed warm-up; the median is\n"
-    "                        reported (default 5 for decode, 3 for prefill and backward; 1\n"
-    "                        when the warm-up took longer than 2 s, none when it took longer\n"
-    "                        than 10 s: the warm-up's time is reported, and 0 runs in JSON)\n"
+    "                        reported (default 5 for decode and cache, 3 for prefill and\n"
+    "                        backward; 1 when the warm-up took longer than 2 s, none when it\n"
+    "                        took longer than 10 s: the warm-up's time is reported, and 0 runs\n"
+    "                        in JSON)\n"
     "  --check-finite        keep the library's NaN/Inf scan of the inputs (off by default: it\n"
-    "                        reads all of q, k, v on every call)\n"
+    "                        reads all of q, k, v on every call; the cache scans only the new\n"
+    "                        token's q, k, v)\n"
     "  --seed N              seed of the synthetic inputs (1)\n"
     "  --json                one JSON object per case on stdout\n"
     "\n";
@@ -98,14 +103,36 @@ static const char bench_usage2[] =
     "           read and dq, dk, dv written (dk, dv cover all N keys)\n"
     "table columns 'keys/row': mean keys attended per (query, KV head) row; 'union': the\n"
     "fraction of the N/block_size blocks that some query of the case selected.\n"
-    "--dense-len has no effect here: bench calls the stages directly, never the switch.\n"
+    "\n";
+
+static const char bench_usage3[] =
+    "the cache op (decode_cache): two KV caches (ifl_kv_cache_create, capacity N, 1 sequence)\n"
+    "are filled with keys and values 0..N-2 (untimed); one decode step is then timed:\n"
+    "ifl_kv_cache_append of token N-1's key and value followed by ifl_kv_cache_attn of its query\n"
+    "(1 token, all query heads), after which ifl_kv_cache_truncate (untimed) takes the cache back\n"
+    "to N-1 tokens for the next run.\n"
+    "  dense    the step on a cache whose dense_len is N+1 (it attends dense)\n"
+    "  sparse   the step on a cache whose dense_len is -1 (always sparse): stage 1 on the\n"
+    "           cache's compressed keys (no pass over K), then stage 2, in the one call\n"
+    "  select, attend, compress: not reported (null in JSON): ifl_kv_cache_attn does both stages\n"
+    "  append   the append alone, timed separately in the same runs (median over the runs of\n"
+    "           both caches); it stores one row of K and V and emits the compressed keys the new\n"
+    "           token completes, and it is part of dense and sparse\n"
+    "  FLOPs and bytes as decode (the append's are not counted); keys/row and union from the\n"
+    "  selection ifl_kv_cache_attn returns. Memory: the two caches of one size at a time,\n"
+    "  2 x ifl_kv_cache_bytes (about 2 x 139 MB at 128K keys of the standard shape in bf16).\n"
+    "--dense-len has no effect: decode, prefill and backward call the stages directly, never\n"
+    "the switch, and the cache op sets dense_len itself.\n"
     "\n";
 
 #define MAX_SIZES 32
 #define MAX_RUNS  100
 
-enum { OP_DECODE, OP_PREFILL, OP_BACKWARD, N_OPS };
-static const char *const op_names[N_OPS] = {"decode", "prefill", "backward"};
+enum { OP_DECODE, OP_PREFILL, OP_BACKWARD, OP_CACHE, N_OPS };
+static const char *const op_names[N_OPS]  = {"decode", "prefill", "backward", "cache"};        /* --ops */
+static const char *const op_labels[N_OPS] = {"decode", "prefill", "backward", "decode_cache"}; /* output */
+/* the order the cases run and print in: the cache steps right after the decode cases */
+static const int op_order[N_OPS] = {OP_DECODE, OP_CACHE, OP_PREFILL, OP_BACKWARD};
 enum { IN_RANDOM, IN_CORRELATED, N_INPUTS };
 static const char *const input_names[N_INPUTS] = {"random", "correlated"};
 
@@ -466,8 +493,10 @@ static void selection_stats(struct bench *b, const struct views *w, int64_t n_ke
 struct result {
     int       op, inputs;
     long long n_keys, n_queries;
-    double    dense_s, compress_s, select_s, attend_s, sparse_s; /* select/compress < 0: none */
-    int       dense_runs, compress_runs, select_runs, attend_runs, sparse_runs;
+    double    dense_s, compress_s, select_s, attend_s, sparse_s; /* select/compress/attend < 0: none */
+    double    append_s;                                          /* < 0: none (all but the cache op) */
+    int       dense_runs, compress_runs, select_runs, attend_runs, sparse_runs, append_runs;
+    double    cache_bytes;                                       /* of one cache; 0: none */
     double    dense_flop, select_flop, attend_flop;
     double    dense_bytes, select_bytes, attend_bytes;
     double    keys_per_row, union_frac;
@@ -489,28 +518,31 @@ static void print_header(struct bench *b) {
     if (b->runs > 0)
         fprintf(f, "time: median of %lld runs after 1 warm-up.", b->runs);
     else
-        fprintf(f, "time: median of 5 (decode) / 3 (prefill, backward) runs after 1 warm-up; 1 run when the warm-up "
-                   "took > 2 s, the warm-up alone when > 10 s.");
+        fprintf(f, "time: median of 5 (decode, cache) / 3 (prefill, backward) runs after 1 warm-up; 1 run when the "
+                   "warm-up took > 2 s, the warm-up alone when > 10 s.");
     fprintf(f, " sparse = select + attend timed together; ratio = dense / sparse.\n");
+    fprintf(f, "decode_cache: one decode step through a KV cache of N-1 tokens, ifl_kv_cache_append of token N-1 + "
+               "ifl_kv_cache_attn of its query (dense: dense_len N+1, sparse: dense_len -1; both stages in the one "
+               "call, so no select/attend); (append) = the append alone, part of both.\n");
     fprintf(f, "GFLOP/s: dense 4*Hq*D*(p+1) per query at position p; select 2*Hq*D*(visible fine+coarse compressed "
                "keys) per query; attend 4*D*Hq/Hkv*(keys of each query's selected blocks up to p); backward 2.5x "
                "forward.\n");
     fprintf(f, "GB/s: dense K+V of all N keys + Q + out; select compressed keys + Q (ifl_select's own pass over K, "
                "shown as 'compress', not counted); attend K+V of the union of selected blocks + Q + out; backward "
-               "adds dout, dq, dk, dv.\n\n");
+               "adds dout, dq, dk, dv; decode_cache as decode (the append not counted).\n\n");
     /* a row of group labels centred over their columns, then the column names */
     static const struct {
         const char *label;
         int         width;
-    } groups[] = {{"", 32}, {"time, ms (median)", 54}, {"", 7}, {"GFLOP/s", 31}, {"GB/s", 13}, {"selection", 15}};
+    } groups[] = {{"", 36}, {"time, ms (median)", 65}, {"", 7}, {"GFLOP/s", 31}, {"GB/s", 13}, {"selection", 15}};
     for (size_t i = 0; i < sizeof groups / sizeof groups[0]; i++) {
         int len = (int)strlen(groups[i].label), left = (groups[i].width - len) / 2;
         fprintf(f, "%s%*s%s%*s", i ? " | " : "", left, "", groups[i].label, groups[i].width - len - left, "");
     }
     fputc('\n', f);
-    fprintf(f, "%-8s %-10s %6s %5s | %10s %10s %10s %10s %10s | %7s | %7s %7s %7s %7s | %6s %6s | %8s %6s\n", "op",
-            "inputs", "keys", "qrys", "dense ms", "sparse ms", "select ms", "(compress)", "attend ms", "ratio", "dense",
-            "sparse", "select", "attend", "dense", "sparse", "keys/row", "union");
+    fprintf(f, "%-12s %-10s %6s %5s | %10s %10s %10s %10s %10s %10s | %7s | %7s %7s %7s %7s | %6s %6s | %8s %6s\n",
+            "op", "inputs", "keys", "qrys", "dense ms", "sparse ms", "select ms", "(compress)", "attend ms", "(append)",
+            "ratio", "dense", "sparse", "select", "attend", "dense", "sparse", "keys/row", "union");
     fflush(f);
 }
 
@@ -519,9 +551,9 @@ static double rate(double amount, double s, double unit) { return s > 0 ? amount
 
 static void print_row(struct bench *b, const struct result *r) {
     FILE *f = b->tab;
-    char  ks[32], v1[16], v2[16], v3[16], v4[16];
+    char  ks[32], v1[16], v2[16], v3[16], v4[16], v5[16], v6[16], v7[16];
     progress_clear();
-    const int has_sel = r->select_s >= 0;
+    const int has_sel = r->select_s >= 0, has_att = r->attend_s >= 0, has_app = r->append_s >= 0;
     if (has_sel) {
         snprintf(v1, sizeof v1, "%10.3f", ms(r->select_s));
         snprintf(v2, sizeof v2, "%10.3f", ms(r->compress_s));
@@ -531,23 +563,34 @@ static void print_row(struct bench *b, const struct result *r) {
         snprintf(v2, sizeof v2, "%10s", "-");
         snprintf(v3, sizeof v3, "%7s", "-");
     }
+    if (has_att) {
+        snprintf(v5, sizeof v5, "%10.3f", ms(r->attend_s));
+        snprintf(v6, sizeof v6, "%7.1f", rate(r->attend_flop, r->attend_s, 1e9));
+    } else {
+        snprintf(v5, sizeof v5, "%10s", "-");
+        snprintf(v6, sizeof v6, "%7s", "-");
+    }
+    if (has_app)
+        snprintf(v7, sizeof v7, "%10.3f", ms(r->append_s));
+    else
+        snprintf(v7, sizeof v7, "%10s", "-");
     snprintf(v4, sizeof v4, "%6.2fx", r->dense_s / r->sparse_s);
     const double gb_d = rate(r->dense_bytes, r->dense_s, 1e9);
     const double gb_s = rate(r->select_bytes + r->attend_bytes, r->sparse_s, 1e9);
-    fprintf(f, "%-8s %-10s %6s %5lld | %10.3f %10.3f %s %s %10.3f | %7s | %7.1f %7.1f %s %7.1f | %6.*f %6.*f | %8.0f %6.3f\n",
-            op_names[r->op], input_names[r->inputs], size_str(r->n_keys, ks, sizeof ks), r->n_queries, ms(r->dense_s),
-            ms(r->sparse_s), v1, v2, ms(r->attend_s), v4, rate(r->dense_flop, r->dense_s, 1e9),
-            rate(r->select_flop + r->attend_flop, r->sparse_s, 1e9), v3, rate(r->attend_flop, r->attend_s, 1e9),
-            gb_d < 10 ? 2 : 1, gb_d, gb_s < 10 ? 2 : 1, gb_s, r->keys_per_row, r->union_frac);
+    fprintf(f, "%-12s %-10s %6s %5lld | %10.3f %10.3f %s %s %s %s | %7s | %7.1f %7.1f %s %s | %6.*f %6.*f | %8.0f %6.3f\n",
+            op_labels[r->op], input_names[r->inputs], size_str(r->n_keys, ks, sizeof ks), r->n_queries,
+            ms(r->dense_s), ms(r->sparse_s), v1, v2, v5, v7, v4, rate(r->dense_flop, r->dense_s, 1e9),
+            rate(r->select_flop + r->attend_flop, r->sparse_s, 1e9), v3, v6, gb_d < 10 ? 2 : 1, gb_d,
+            gb_s < 10 ? 2 : 1, gb_s, r->keys_per_row, r->union_frac);
     fflush(f);
 }
 
 static void print_json(struct bench *b, const struct result *r) {
     FILE                           *f = stdout;
     const struct ifl_sparse_config *c = &b->cfg;
-    const int                       has_sel = r->select_s >= 0;
+    const int has_sel = r->select_s >= 0, has_att = r->attend_s >= 0, has_app = r->append_s >= 0;
     fputs("{\"op\":", f);
-    json_str(f, op_names[r->op]);
+    json_str(f, op_labels[r->op]);
     fputs(",\"inputs\":", f);
     json_str(f, input_names[r->inputs]);
     fputs(",\"backend\":", f);
@@ -562,31 +605,41 @@ static void print_json(struct bench *b, const struct result *r) {
     json_num(f, "dense_ms", ms(r->dense_s));
     json_num(f, "sparse_ms", ms(r->sparse_s));
     json_num(f, "select_ms", has_sel ? ms(r->select_s) : NAN);
-    json_num(f, "attend_ms", ms(r->attend_s));
+    json_num(f, "attend_ms", has_att ? ms(r->attend_s) : NAN);
     json_num(f, "compress_ms", has_sel ? ms(r->compress_s) : NAN);
+    json_num(f, "append_ms", has_app ? ms(r->append_s) : NAN);
     json_num(f, "ratio", r->dense_s / r->sparse_s);
     json_num(f, "dense_gflop", r->dense_flop * 1e-9);
     json_num(f, "sparse_gflop", (r->select_flop + r->attend_flop) * 1e-9);
     json_num(f, "select_gflop", has_sel ? r->select_flop * 1e-9 : NAN);
-    json_num(f, "attend_gflop", r->attend_flop * 1e-9);
+    json_num(f, "attend_gflop", has_att ? r->attend_flop * 1e-9 : NAN);
     json_num(f, "dense_gflops", rate(r->dense_flop, r->dense_s, 1e9));
     json_num(f, "sparse_gflops", rate(r->select_flop + r->attend_flop, r->sparse_s, 1e9));
     json_num(f, "select_gflops", has_sel ? rate(r->select_flop, r->select_s, 1e9) : NAN);
-    json_num(f, "attend_gflops", rate(r->attend_flop, r->attend_s, 1e9));
+    json_num(f, "attend_gflops", has_att ? rate(r->attend_flop, r->attend_s, 1e9) : NAN);
     json_num(f, "dense_mb", r->dense_bytes * 1e-6);
     json_num(f, "sparse_mb", (r->select_bytes + r->attend_bytes) * 1e-6);
     json_num(f, "dense_gbs", rate(r->dense_bytes, r->dense_s, 1e9));
     json_num(f, "sparse_gbs", rate(r->select_bytes + r->attend_bytes, r->sparse_s, 1e9));
     json_num(f, "select_gbs", has_sel ? rate(r->select_bytes, r->select_s, 1e9) : NAN);
-    json_num(f, "attend_gbs", rate(r->attend_bytes, r->attend_s, 1e9));
+    json_num(f, "attend_gbs", has_att ? rate(r->attend_bytes, r->attend_s, 1e9) : NAN);
     json_num(f, "keys_per_row", r->keys_per_row);
     json_num(f, "union_frac", r->union_frac);
+    json_num(f, "cache_mb", r->cache_bytes > 0 ? r->cache_bytes * 1e-6 : NAN);
     fprintf(f, ",\"dense_runs\":%d", r->dense_runs);
     if (has_sel)
         fprintf(f, ",\"select_runs\":%d,\"compress_runs\":%d", r->select_runs, r->compress_runs);
     else
         fputs(",\"select_runs\":null,\"compress_runs\":null", f);
-    fprintf(f, ",\"attend_runs\":%d,\"sparse_runs\":%d", r->attend_runs, r->sparse_runs);
+    if (has_att)
+        fprintf(f, ",\"attend_runs\":%d", r->attend_runs);
+    else
+        fputs(",\"attend_runs\":null", f);
+    fprintf(f, ",\"sparse_runs\":%d", r->sparse_runs);
+    if (has_app)
+        fprintf(f, ",\"append_runs\":%d", r->append_runs);
+    else
+        fputs(",\"append_runs\":null", f);
     fprintf(f,
             ",\"block_size\":%d,\"kernel_size\":%d,\"kernel_stride\":%d,\"coarse_kernel_size\":%d,"
             "\"coarse_kernel_stride\":%d,\"init_blocks\":%d,\"window\":%d,\"topk\":%d,\"lse_mode\":\"%s\"",
@@ -665,7 +718,7 @@ static int run_forward(struct bench *b, int op, int inputs, int64_t n, int idx, 
     const int64_t tq = op == OP_DECODE ? 1 : b->chunk;
     const int     nr = op == OP_DECODE ? 5 : 3;
     char          what[96], ks[32];
-    snprintf(what, sizeof what, "[%d/%d] %s %s keys, %s", idx, total, op_names[op], size_str(n, ks, sizeof ks),
+    snprintf(what, sizeof what, "[%d/%d] %s %s keys, %s", idx, total, op_labels[op], size_str(n, ks, sizeof ks),
              input_names[inputs]);
     progress(1, "%s ...", what);
     struct views  w = make_views(b, inputs, n, tq);
@@ -675,6 +728,7 @@ static int run_forward(struct bench *b, int op, int inputs, int64_t n, int idx, 
     r.inputs    = inputs;
     r.n_keys    = n;
     r.n_queries = tq;
+    r.append_s  = -1;
     int rc;
     if ((rc = measure(b, &w, J_DENSE, nr, what, &r.dense_s, &r.dense_runs))) return rc;
     if ((rc = measure(b, &w, J_SELECT, nr, what, &r.select_s, &r.select_runs))) return rc;
@@ -717,6 +771,7 @@ static int run_backward(struct bench *b, int inputs, int64_t n, int idx, int tot
     r.n_queries = tq;
     r.select_s  = -1;
     r.compress_s = -1;
+    r.append_s   = -1;
     int rc;
     if ((rc = measure(b, &w, J_DENSE_BWD, 3, what, &r.dense_s, &r.dense_runs))) return rc;
     if ((rc = measure(b, &w, J_SPARSE_BWD, 3, what, &r.attend_s, &r.attend_runs))) return rc;
@@ -739,6 +794,170 @@ static int run_backward(struct bench *b, int inputs, int64_t n, int idx, int tot
     print_row(b, &r);
     if (b->json) print_json(b, &r);
     return CLI_OK;
+}
+
+/* ---- decode through a KV cache ---- */
+
+/* The tensors of one cache step: token n-1's key and value, the query, out, lse, sel. */
+struct cache_step {
+    struct ifl_tensor k1, v1, q, out, lse, sel;
+};
+
+/* One step on cache c (holding n-1 tokens): append token n-1, attend its query, truncate back.
+ * *step_s and *append_s get the timings; the mode that ran must be `want`. */
+static int cache_step(struct bench *b, struct ifl_kv_cache *c, const struct cache_step *t, int sparse, int64_t n,
+                      const char *what, double *step_s, double *append_s) {
+    enum ifl_mode   mode = sparse ? IFL_MODE_DENSE : IFL_MODE_SPARSE; /* the wrong one until set */
+    const char     *call = "ifl_kv_cache_append";
+    double          t0   = cli_now();
+    enum ifl_status st   = ifl_kv_cache_append(b->ctx, c, 0, &t->k1, &t->v1);
+    double          t1   = cli_now();
+    if (st == IFL_STATUS_OK) {
+        call = "ifl_kv_cache_attn";
+        st   = ifl_kv_cache_attn(b->ctx, c, 0, &t->q, &t->out, &t->lse, sparse ? &t->sel : NULL, &mode);
+    }
+    double t2 = cli_now();
+    if (st == IFL_STATUS_OK) {
+        call = "ifl_kv_cache_truncate";
+        st   = ifl_kv_cache_truncate(b->ctx, c, 0, n - 1);
+    }
+    if (st != IFL_STATUS_OK) {
+        progress_clear();
+        cli_error(b->cmd, "%s, %s cache step, %s: %s", what, sparse ? "sparse" : "dense", call,
+                  ifl_ctx_errmsg(b->ctx));
+        return CLI_FAILURE;
+    }
+    if (mode != (sparse ? IFL_MODE_SPARSE : IFL_MODE_DENSE)) {
+        progress_clear();
+        cli_error(b->cmd, "%s: the %s cache ran %s at %lld tokens", what, sparse ? "sparse" : "dense",
+                  mode == IFL_MODE_SPARSE ? "sparse" : "dense", (long long)n);
+        return CLI_FAILURE;
+    }
+    *step_s   = t2 - t0;
+    *append_s = t1 - t0;
+    return CLI_OK;
+}
+
+static double median(double *s, int n) {
+    qsort(s, (size_t)n, sizeof s[0], cmp_double);
+    return n % 2 ? s[n / 2] : 0.5 * (s[n / 2 - 1] + s[n / 2]);
+}
+
+/* The warm-up and the timed steps of one cache, as measure() does for the stateless ops. The
+ * append times of the timed runs (of the warm-up when there are none) go to app[*n_app...]. */
+static int cache_measure(struct bench *b, struct ifl_kv_cache *c, const struct cache_step *t, int sparse, int64_t n,
+                         const char *what, double *step_median, int *runs_done, double *app, int *n_app) {
+    const char *job = sparse ? "sparse cache step" : "dense cache step";
+    double      warm, warm_app, s[MAX_RUNS];
+    int         rc;
+    progress(0, "%s: %s (warm-up)", what, job);
+    if ((rc = cache_step(b, c, t, sparse, n, what, &warm, &warm_app))) return rc;
+    if (b->runs == 0 && warm > 10.0) {
+        *step_median   = warm;
+        *runs_done     = 0;
+        app[(*n_app)++] = warm_app;
+        return CLI_OK;
+    }
+    int runs = b->runs > 0 ? (int)b->runs : warm > 2.0 ? 1 : 5;
+    for (int i = 0; i < runs; i++) {
+        progress(0, "%s: %s (run %d of %d)", what, job, i + 1, runs);
+        if ((rc = cache_step(b, c, t, sparse, n, what, &s[i], &app[*n_app]))) return rc;
+        (*n_app)++;
+    }
+    *step_median = median(s, runs);
+    *runs_done   = runs;
+    return CLI_OK;
+}
+
+/* Keys and values 0..n-2 into cache c, in chunks (untimed). */
+static int cache_fill(struct bench *b, struct ifl_kv_cache *c, int inputs, int64_t n, const char *what) {
+    const int64_t chunk = 8192, row = b->hkv * b->d;
+    for (int64_t r0 = 0; r0 < n - 1; r0 += chunk) {
+        const int64_t rows = n - 1 - r0 < chunk ? n - 1 - r0 : chunk, shape[3] = {rows, b->hkv, b->d};
+        struct ifl_tensor k = ifl_tensor_make((char *)b->k[inputs] + (size_t)(r0 * row) * b->es, b->dtype, 3, shape);
+        struct ifl_tensor v = ifl_tensor_make((char *)b->v + (size_t)(r0 * row) * b->es, b->dtype, 3, shape);
+        progress(0, "%s: filling the caches (%lld of %lld tokens)", what, (long long)r0, (long long)(n - 1));
+        enum ifl_status st = ifl_kv_cache_append(b->ctx, c, 0, &k, &v);
+        if (st != IFL_STATUS_OK) {
+            progress_clear();
+            cli_error(b->cmd, "%s, filling the cache: %s", what, ifl_ctx_errmsg(b->ctx));
+            return CLI_FAILURE;
+        }
+    }
+    return CLI_OK;
+}
+
+/* The cache case on two created caches (dense, sparse): fill, time, report. */
+static int cache_case(struct bench *b, struct ifl_kv_cache *const cache[2], int inputs, int64_t n, const char *what) {
+    int rc;
+    for (int sp = 0; sp < 2; sp++)
+        if ((rc = cache_fill(b, cache[sp], inputs, n, what)) != CLI_OK) return rc;
+
+    /* token n-1: its key and value, the query (the first row of Q, as decode uses), the outputs */
+    struct views      w   = make_views(b, inputs, n, 1);
+    const int64_t     row = b->hkv * b->d, kvs[3] = {1, b->hkv, b->d};
+    struct cache_step t;
+    t.k1  = ifl_tensor_make((char *)b->k[inputs] + (size_t)((n - 1) * row) * b->es, b->dtype, 3, kvs);
+    t.v1  = ifl_tensor_make((char *)b->v + (size_t)((n - 1) * row) * b->es, b->dtype, 3, kvs);
+    t.q   = w.q;
+    t.out = w.out;
+    t.lse = w.lse;
+    t.sel = w.sel;
+
+    struct result r;
+    memset(&r, 0, sizeof r);
+    r.op          = OP_CACHE;
+    r.inputs      = inputs;
+    r.n_keys      = n;
+    r.n_queries   = 1;
+    r.select_s    = -1;
+    r.compress_s  = -1;
+    r.attend_s    = -1;
+    r.cache_bytes = (double)ifl_kv_cache_bytes(cache[1]);
+    double app[2 * MAX_RUNS];
+    int    n_app = 0;
+    if ((rc = cache_measure(b, cache[0], &t, 0, n, what, &r.dense_s, &r.dense_runs, app, &n_app))) return rc;
+    if ((rc = cache_measure(b, cache[1], &t, 1, n, what, &r.sparse_s, &r.sparse_runs, app, &n_app))) return rc;
+    r.append_s    = median(app, n_app);
+    r.append_runs = r.dense_runs + r.sparse_runs; /* 0 when only the warm-ups ran */
+    struct sel_stats ss; /* the sparse step's selection (the same on every run) */
+    selection_stats(b, &w, n, 1, &ss);
+    count_forward(b, n, 1, &ss, &r);
+    print_row(b, &r);
+    if (b->json) print_json(b, &r);
+    return CLI_OK;
+}
+
+static int run_cache(struct bench *b, int inputs, int64_t n, int idx, int total) {
+    char what[96], ks[32];
+    snprintf(what, sizeof what, "[%d/%d] %s %s keys, %s", idx, total, op_labels[OP_CACHE],
+             size_str(n, ks, sizeof ks), input_names[inputs]);
+    progress(1, "%s ...", what);
+    /* two caches, freed before the next case: dense (dense_len above every length it reaches)
+     * and always sparse */
+    struct ifl_kv_cache       *cache[2] = {NULL, NULL};
+    struct ifl_kv_cache_params p        = ifl_kv_cache_params_default();
+    p.capacity                          = n;
+    p.n_seqs                            = 1;
+    p.n_heads_kv                        = (int32_t)b->hkv;
+    p.head_dim                          = (int32_t)b->d;
+    p.dtype                             = b->dtype;
+    p.cfg                               = b->cfg;
+    int rc = CLI_OK;
+    for (int sp = 0; sp < 2 && rc == CLI_OK; sp++) {
+        p.cfg.dense_len    = sp ? -1 : n + 1;
+        enum ifl_status st = ifl_kv_cache_create(b->ctx, &p, &cache[sp]);
+        if (st != IFL_STATUS_OK) {
+            progress_clear();
+            cli_error(b->cmd, "%s, creating the %s cache: %s%s", what, sp ? "sparse" : "dense",
+                      ifl_ctx_errmsg(b->ctx), st == IFL_STATUS_OUT_OF_MEMORY ? "; use smaller --keys" : "");
+            rc = CLI_FAILURE;
+        }
+    }
+    if (rc == CLI_OK) rc = cache_case(b, cache, inputs, n, what);
+    ifl_kv_cache_destroy(cache[0]);
+    ifl_kv_cache_destroy(cache[1]);
+    return rc;
 }
 
 /* malloc with a message naming the buffer; *total counts the bytes. */
@@ -785,7 +1004,7 @@ int cmd_bench(int argc, char **argv) {
     int n_opts = N_OWN + cli_sparse_opts(&sf, opts + N_OWN);
     int       rc     = cli_parse(cmd, argc, argv, 2, opts, n_opts);
     if (rc == CLI_HELP) {
-        printf("%s%s%s", bench_usage, bench_usage2, cli_sparse_help);
+        printf("%s%s%s%s", bench_usage, bench_usage2, bench_usage3, cli_sparse_help);
         return CLI_OK;
     }
     if (rc != CLI_OK) return rc;
@@ -819,7 +1038,7 @@ int cmd_bench(int argc, char **argv) {
         cli_error(cmd, "--simd '%s' is not one of auto, scalar, avx2, avx512", simd_name);
         return CLI_USAGE;
     }
-    int want_op[N_OPS] = {1, 1, 1}, want_in[N_INPUTS];
+    int want_op[N_OPS] = {1, 1, 1, 1}, want_in[N_INPUTS];
     if (quick) want_op[OP_BACKWARD] = 0;
     if (ops_str && (rc = parse_names(cmd, "ops", ops_str, op_names, N_OPS, want_op)) != CLI_OK) return rc;
     if ((rc = parse_names(cmd, "inputs", inputs_str, input_names, N_INPUTS, want_in)) != CLI_OK) return rc;
@@ -827,7 +1046,7 @@ int cmd_bench(int argc, char **argv) {
     int       n_dec = 0, n_pre = 0;
     if (quick) {
         if (keys_str) {
-            cli_error(cmd, "--quick picks its own sizes (decode at 128K, prefill at 64K); leave out --keys");
+            cli_error(cmd, "--quick picks its own sizes (decode and cache at 128K, prefill at 64K); leave out --keys");
             return CLI_USAGE;
         }
         dec_keys[n_dec++] = 131072;
@@ -901,12 +1120,13 @@ int cmd_bench(int argc, char **argv) {
     }
 
     int64_t max_keys = 1, max_nb = 1, max_w = 1, max_c1 = 0, max_c2 = 0;
-    int64_t max_tq = want_op[OP_DECODE] ? 1 : 0;
+    int64_t max_tq = want_op[OP_DECODE] || want_op[OP_CACHE] ? 1 : 0;
     if (want_op[OP_PREFILL] || want_op[OP_BACKWARD]) max_tq = chunk;
     for (int op = 0; op < N_OPS; op++) {
         if (!want_op[op]) continue;
-        const long long *list = op == OP_DECODE ? dec_keys : op == OP_PREFILL ? pre_keys : &bwd_keys;
-        int              n    = op == OP_DECODE ? n_dec : op == OP_PREFILL ? n_pre : 1;
+        const int        dec  = op == OP_DECODE || op == OP_CACHE;
+        const long long *list = dec ? dec_keys : op == OP_PREFILL ? pre_keys : &bwd_keys;
+        int              n    = dec ? n_dec : op == OP_PREFILL ? n_pre : 1;
         for (int i = 0; i < n; i++) {
             int64_t nk = list[i];
             if (nk > max_keys) max_keys = nk;
@@ -978,17 +1198,21 @@ int cmd_bench(int argc, char **argv) {
     int total_cases = 0, idx = 0;
     for (int in = 0; in < N_INPUTS; in++) {
         if (!want_in[in]) continue;
-        total_cases += (want_op[OP_DECODE] ? n_dec : 0) + (want_op[OP_PREFILL] ? n_pre : 0) + want_op[OP_BACKWARD];
+        total_cases += (want_op[OP_DECODE] ? n_dec : 0) + (want_op[OP_CACHE] ? n_dec : 0) +
+                       (want_op[OP_PREFILL] ? n_pre : 0) + want_op[OP_BACKWARD];
     }
-    for (int op = 0; op < N_OPS; op++) {
+    for (int oi = 0; oi < N_OPS; oi++) {
+        const int op = op_order[oi];
         if (!want_op[op]) continue;
-        int n = op == OP_DECODE ? n_dec : op == OP_PREFILL ? n_pre : 1;
+        int n = op == OP_DECODE || op == OP_CACHE ? n_dec : op == OP_PREFILL ? n_pre : 1;
         for (int i = 0; i < n; i++)
             for (int in = 0; in < N_INPUTS; in++) {
                 if (!want_in[in]) continue;
                 idx++;
                 if (op == OP_BACKWARD)
                     rc = run_backward(&b, in, bwd_keys, idx, total_cases);
+                else if (op == OP_CACHE)
+                    rc = run_cache(&b, in, dec_keys[i], idx, total_cases);
                 else
                     rc = run_forward(&b, op, in, op == OP_DECODE ? dec_keys[i] : pre_keys[i], idx, total_cases);
                 if (rc != CLI_OK) goto done;
