@@ -238,6 +238,7 @@ enum ifl_status ifl__problem_begin(struct ifl_ctx *ctx, const char *fn,
                                    const struct ifl_tensor *k, const struct ifl_tensor *v,
                                    struct ifl__problem *pb) {
     memset(pb, 0, sizeof *pb);
+    pb->fn = fn;
     enum ifl_status st;
     if ((st = ifl__check_config(ctx, fn, cfg, &pb->cfg))) return st;
     if (q && (st = ifl__check_tensor(ctx, fn, "q", q, 3, NULL, IFL__ACCEPT_FLOAT))) return st;

@@ -77,6 +77,7 @@ struct ifl__seq {
  * Shapes: q/out/dout/dq [Tq, Hq, D], k/v/dk/dv [Tk, Hkv, D], lse [Tq, Hq], sel [Hkv, Tq, K],
  * c1 [N1, Hkv, D], c2 [N2, Hkv, D]. */
 struct ifl__problem {
+    const char              *fn;  /* the public function being served: messages name it */
     struct ifl_sparse_config cfg; /* validated; scale already resolved (never 0) */
     int64_t                  n_seqs;
     struct ifl__seq         *seqs; /* [n_seqs], owned by the dispatch layer */

@@ -185,9 +185,9 @@ enum ifl_status CPU_FN(cpu_sparse_fwd)(struct ifl_ctx *ctx, const struct ifl__pr
 enum ifl_status CPU_FN(cpu_dense_fwd)(struct ifl_ctx *ctx, const struct ifl__problem *pb);
 
 enum ifl_status CPU_FN(cpu_sparse_fwd)(struct ifl_ctx *ctx, const struct ifl__problem *pb) {
-    return attn_fwd(ctx, pb, 1, "ifl_sparse_attn_fwd");
+    return attn_fwd(ctx, pb, 1, pb->fn);
 }
 
 enum ifl_status CPU_FN(cpu_dense_fwd)(struct ifl_ctx *ctx, const struct ifl__problem *pb) {
-    return attn_fwd(ctx, pb, 0, "ifl_dense_attn_fwd");
+    return attn_fwd(ctx, pb, 0, pb->fn);
 }

@@ -269,9 +269,9 @@ enum ifl_status CPU_FN(cpu_sparse_bwd)(struct ifl_ctx *ctx, const struct ifl__pr
 enum ifl_status CPU_FN(cpu_dense_bwd)(struct ifl_ctx *ctx, const struct ifl__problem *pb);
 
 enum ifl_status CPU_FN(cpu_sparse_bwd)(struct ifl_ctx *ctx, const struct ifl__problem *pb) {
-    return attn_bwd(ctx, pb, 1, "ifl_sparse_attn_bwd");
+    return attn_bwd(ctx, pb, 1, pb->fn);
 }
 
 enum ifl_status CPU_FN(cpu_dense_bwd)(struct ifl_ctx *ctx, const struct ifl__problem *pb) {
-    return attn_bwd(ctx, pb, 0, "ifl_dense_attn_bwd");
+    return attn_bwd(ctx, pb, 0, pb->fn);
 }

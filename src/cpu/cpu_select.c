@@ -363,7 +363,7 @@ enum ifl_status CPU_FN(cpu_select)(struct ifl_ctx *ctx, const struct ifl__proble
     cpu_pool_run(cpu_pool_of(ctx), job.task_seq[pb->n_seqs], select_task, &job);
     goto done;
 oom:
-    st = IFL_FAIL(ctx, IFL_STATUS_OUT_OF_MEMORY, "ifl_select: out of memory");
+    st = IFL_FAIL(ctx, IFL_STATUS_OUT_OF_MEMORY, "%s: out of memory", pb->fn);
 done:
     free(job.ck.base1), free(job.ck.base2), free(job.ck.t1), free(job.ck.t2);
     free(job.task_seq), free(job.off1), free(job.off2), free(job.scratch), free(job.ct.first);

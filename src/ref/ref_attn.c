@@ -105,11 +105,11 @@ done:
 }
 
 enum ifl_status ref_sparse_fwd(struct ifl_ctx *ctx, const struct ifl__problem *pb) {
-    return attn_fwd(ctx, pb, 1, "ifl_sparse_attn_fwd");
+    return attn_fwd(ctx, pb, 1, pb->fn);
 }
 
 enum ifl_status ref_dense_fwd(struct ifl_ctx *ctx, const struct ifl__problem *pb) {
-    return attn_fwd(ctx, pb, 0, "ifl_dense_attn_fwd");
+    return attn_fwd(ctx, pb, 0, pb->fn);
 }
 
 /* ---- backward ---- */
@@ -176,9 +176,9 @@ done:
 }
 
 enum ifl_status ref_sparse_bwd(struct ifl_ctx *ctx, const struct ifl__problem *pb) {
-    return attn_bwd(ctx, pb, 1, "ifl_sparse_attn_bwd");
+    return attn_bwd(ctx, pb, 1, pb->fn);
 }
 
 enum ifl_status ref_dense_bwd(struct ifl_ctx *ctx, const struct ifl__problem *pb) {
-    return attn_bwd(ctx, pb, 0, "ifl_dense_attn_bwd");
+    return attn_bwd(ctx, pb, 0, pb->fn);
 }

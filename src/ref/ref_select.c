@@ -155,7 +155,7 @@ enum ifl_status ref_select(struct ifl_ctx *ctx, const struct ifl__problem *pb) {
     struct scored_block *blocks = malloc((size_t)(max_nb + 1) * sizeof *blocks);
     int32_t             *picked = malloc((size_t)(max_nb + 1) * sizeof *picked);
     if (!q || !k || !c1 || !c2 || !S || !blocks || !picked || (pb->c1 && !c1_all) || (pb->c2 && !c2_all)) {
-        st = IFL_FAIL(ctx, IFL_STATUS_OUT_OF_MEMORY, "ifl_select: out of memory");
+        st = IFL_FAIL(ctx, IFL_STATUS_OUT_OF_MEMORY, "%s: out of memory", pb->fn);
         goto done;
     }
     int64_t off1 = 0, off2 = 0;

@@ -1,0 +1,253 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * cuda_common.cuh -- what the cuda backend's files share: the context state, the error funnel for
+ * CUDA runtime errors, the device view of tensors and sequences, element loads and stores for every
+ * dtype, the tensor-core primitives (ldmatrix, mma.sync m16n8k16, cp.async) and the launchers each
+ * file exports.
+ *
+ * Conventions
+ *   - Every op runs on the context's own stream and ends with a stream synchronisation, so calls
+ *     are synchronous (infllm.h) and an asynchronous kernel fault is reported by the op that caused
+ *     it, as IFL_STATUS_DEVICE with cudaGetErrorString in the message.
+ *   - Scratch memory comes from the context's stream-ordered memory pool (cudaMallocFromPoolAsync);
+ *     it is freed on the stream, so reuse between ops costs no allocation.
+ *   - Host code here is C written with nvcc; kernels are templates only over the storage type and
+ *     compile-time tile sizes.
+ */
+#ifndef INFLLM_CUDA_COMMON_CUH
+#define INFLLM_CUDA_COMMON_CUH
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+extern "C" {
+#include "../core/internal.h"
+}
+
+/* ---- context state ---- */
+
+struct cuda_state {
+    int          device;
+    int          n_sm;          /* multiprocessors */
+    size_t       smem_optin;    /* largest dynamic shared memory a block may ask for */
+    cudaStream_t stream;
+    cudaMemPool_t pool;         /* NULL when the device has no memory pools: plain cudaMalloc */
+    int          force_generic; /* INFLLM_CUDA_GENERIC=1: only the plain (non tensor-core) kernels */
+    int          sel_warps;     /* INFLLM_CUDA_SEL_WARPS: warps of the stage-1 tile (0 = chosen) */
+    int          attn_warps;    /* INFLLM_CUDA_ATTN_WARPS: warps of the attention tile (0 = chosen) */
+    /* host staging (pinned) for small uploads and the flag read-back; reused by every op, which is
+     * safe because every op synchronises before it returns */
+    unsigned char *pinned;
+    size_t         pinned_size, pinned_used;
+    unsigned long long *dflags; /* [8] device words for first-error positions */
+};
+
+static inline struct cuda_state *cuda_of(struct ifl_ctx *ctx) { return (struct cuda_state *)ctx->impl; }
+
+/* Records a CUDA error on ctx: DEVICE (OUT_OF_MEMORY for an allocation failure). */
+enum ifl_status cuda_fail(struct ifl_ctx *ctx, cudaError_t err, const char *what);
+
+#define CU_TRY(ctx, expr)                                                                          \
+    do {                                                                                           \
+        cudaError_t cu_err_ = (expr);                                                              \
+        if (cu_err_ != cudaSuccess) return cuda_fail((ctx), cu_err_, #expr);                       \
+    } while (0)
+
+/* The same, for functions that clean up: sets st and jumps to done. */
+#define CU_GOTO(ctx, expr)                                                                         \
+    do {                                                                                           \
+        cudaError_t cu_err_ = (expr);                                                              \
+        if (cu_err_ != cudaSuccess) {                                                              \
+            st = cuda_fail((ctx), cu_err_, #expr);                                                 \
+            goto done;                                                                             \
+        }                                                                                          \
+    } while (0)
+
+/* After every launch. */
+#define CU_LAUNCHED(ctx) CU_TRY(ctx, cudaGetLastError())
+
+/* Scratch in device memory (stream-ordered); free with cuda_scratch_free (NULL is a no-op). */
+enum ifl_status cuda_scratch(struct ifl_ctx *ctx, size_t bytes, void **out);
+void            cuda_scratch_free(struct ifl_ctx *ctx, void *p);
+
+/* Copies n bytes of host data to a fresh scratch buffer through the pinned staging area
+ * (asynchronous on the stream; the host data may be reused at once). */
+enum ifl_status cuda_upload(struct ifl_ctx *ctx, const void *host, size_t n, void **dev);
+
+/* ---- the device view of a problem ---- */
+
+/* A rank-2/3 tensor whose last dimension is contiguous: element (i0, i1, i2) at
+ * data + i0*s0 + i1*s1 + i2 (elements). Rank 2 uses s0 only (s1 = 1). */
+struct dtensor {
+    void   *data;
+    int     dtype; /* enum ifl_dtype */
+    int64_t s0, s1;
+};
+
+static inline struct dtensor dt_of(const struct ifl_tensor *t) {
+    struct dtensor d;
+    d.data  = t ? t->data : NULL;
+    d.dtype = t ? (int)t->dtype : 0;
+    d.s0    = t ? t->stride[0] : 0;
+    d.s1    = t && t->ndim > 2 ? t->stride[1] : 1;
+    return d;
+}
+
+/* One sequence of the (sub)problem as the kernels see it. */
+struct dseq {
+    int64_t q0, nq;   /* query rows */
+    int64_t k0, nk;   /* key rows */
+    int64_t past;     /* nk - nq */
+    int64_t cq;       /* query rows of the earlier sequences of this problem (row index space) */
+    int64_t c1, c2;   /* first fine / coarse compressed row of the sequence (packed over the problem) */
+    int64_t tile0;    /* first query tile of the sequence (kernels with tiles of tokens) */
+};
+
+/* Fills seqs[pb->n_seqs] (c1, c2 packed with cfg's kernels; tile0 for tiles of tt tokens, 0 = no
+ * tiles). Returns the total number of tiles. */
+int64_t cuda_fill_seqs(const struct ifl__problem *pb, int64_t tt, struct dseq *seqs);
+
+/* The sequence owning index x of a cumulative field (cq or tile0): largest s with field(s) <= x. */
+__device__ __forceinline__ int seq_of_row(const struct dseq *seqs, int n, int64_t x) {
+    int lo = 0, hi = n - 1;
+    while (lo < hi) {
+        int mid = (lo + hi + 1) / 2;
+        if (seqs[mid].cq <= x) lo = mid;
+        else hi = mid - 1;
+    }
+    return lo; /* sequences without rows share their successor's start; the last one wins */
+}
+__device__ __forceinline__ int seq_of_tile(const struct dseq *seqs, int n, int64_t x) {
+    int lo = 0, hi = n - 1;
+    while (lo < hi) {
+        int mid = (lo + hi + 1) / 2;
+        if (seqs[mid].tile0 <= x) lo = mid;
+        else hi = mid - 1;
+    }
+    return lo;
+}
+
+/* ---- element access ---- */
+
+template <typename T> struct acc_of { typedef float type; };
+template <> struct acc_of<double> { typedef double type; };
+
+__device__ __forceinline__ float  to_acc(float x) { return x; }
+__device__ __forceinline__ double to_acc(double x) { return x; }
+__device__ __forceinline__ float  to_acc(__half x) { return __half2float(x); }
+__device__ __forceinline__ float  to_acc(__nv_bfloat16 x) { return __bfloat162float(x); }
+
+/* x rounded to T (round to nearest even), back in the accumulation type. */
+template <typename T> __device__ __forceinline__ typename acc_of<T>::type round_to(typename acc_of<T>::type x);
+template <> __device__ __forceinline__ float  round_to<float>(float x) { return x; }
+template <> __device__ __forceinline__ double round_to<double>(double x) { return x; }
+template <> __device__ __forceinline__ float  round_to<__half>(float x) { return __half2float(__float2half_rn(x)); }
+template <> __device__ __forceinline__ float  round_to<__nv_bfloat16>(float x) {
+    return __bfloat162float(__float2bfloat16_rn(x));
+}
+
+/* Stores x at element offset off of a float tensor of any dtype (rounding to nearest even). */
+__device__ __forceinline__ void store_any(void *base, int dtype, int64_t off, double x) {
+    switch (dtype) {
+    case IFL_DTYPE_F64: ((double *)base)[off] = x; break;
+    case IFL_DTYPE_F32: ((float *)base)[off] = (float)x; break;
+    case IFL_DTYPE_F16: ((__half *)base)[off] = __float2half_rn((float)x); break;
+    case IFL_DTYPE_BF16: ((__nv_bfloat16 *)base)[off] = __float2bfloat16_rn((float)x); break;
+    default: break;
+    }
+}
+__device__ __forceinline__ void store_any_f(void *base, int dtype, int64_t off, float x) {
+    switch (dtype) {
+    case IFL_DTYPE_F64: ((double *)base)[off] = (double)x; break;
+    case IFL_DTYPE_F32: ((float *)base)[off] = x; break;
+    case IFL_DTYPE_F16: ((__half *)base)[off] = __float2half_rn(x); break;
+    case IFL_DTYPE_BF16: ((__nv_bfloat16 *)base)[off] = __float2bfloat16_rn(x); break;
+    default: break;
+    }
+}
+
+/* 2^x on the special-function unit (about 2 ulp; 2^-inf = +0). Used only where the result is
+ * rounded to bf16/f16 or compared at the selection's near-tie margin. */
+__device__ __forceinline__ float fast_exp2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+
+/* ---- tensor-core primitives (sm_80+; used by the fast kernels for bf16/f16) ---- */
+
+__device__ __forceinline__ uint32_t smem_u32(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
+
+__device__ __forceinline__ void ldsm_x4(uint32_t addr, uint32_t &r0, uint32_t &r1, uint32_t &r2, uint32_t &r3) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+                 : "r"(addr));
+}
+__device__ __forceinline__ void ldsm_x4_t(uint32_t addr, uint32_t &r0, uint32_t &r1, uint32_t &r2, uint32_t &r3) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+                 : "r"(addr));
+}
+
+/* d += a * b, m16n8k16, f32 accumulators. */
+template <typename T> __device__ __forceinline__ void mma16816(float *d, const uint32_t *a, uint32_t b0, uint32_t b1);
+template <> __device__ __forceinline__ void mma16816<__nv_bfloat16>(float *d, const uint32_t *a, uint32_t b0, uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+template <> __device__ __forceinline__ void mma16816<__half>(float *d, const uint32_t *a, uint32_t b0, uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+/* Two floats rounded to T and packed into one 32-bit register (low half = a). */
+template <typename T> __device__ __forceinline__ uint32_t pack2(float a, float b);
+template <> __device__ __forceinline__ uint32_t pack2<__nv_bfloat16>(float a, float b) {
+    __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
+    return *(uint32_t *)&h;
+}
+template <> __device__ __forceinline__ uint32_t pack2<__half>(float a, float b) {
+    __half2 h = __floats2half2_rn(a, b);
+    return *(uint32_t *)&h;
+}
+
+/* 16-byte asynchronous copy global -> shared; src_bytes 0 writes zeros (src is not read). */
+__device__ __forceinline__ void cp_async16(uint32_t dst, const void *src, int src_bytes) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes));
+}
+__device__ __forceinline__ void cp_async_commit(void) { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N> __device__ __forceinline__ void cp_async_wait(void) { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+
+/* ---- launchers (each file) ---- */
+
+/* cuda_compress.cu: compressed keys of every sequence of pb (kernel/stride) into out
+ * ([N, Hkv, D], any float dtype, packed per sequence from seqs[].c1 or .c2 by `which`). The mean
+ * is taken in f32 (f64 for f64 keys) and rounded to k's dtype, then stored in out's dtype. */
+enum ifl_status cuda_compress(struct ifl_ctx *ctx, const struct ifl__problem *pb, const struct dseq *d_seqs,
+                              int which, int64_t n_rows, struct dtensor out);
+
+/* cuda_compress.cu: copies a [n, Hkv, D] float tensor of any dtype and strides into a contiguous
+ * buffer of k's dtype (used when the caller hands stage 1 its compressed keys). */
+enum ifl_status cuda_copy_rows(struct ifl_ctx *ctx, const struct ifl__problem *pb, const struct ifl_tensor *src,
+                               void *dst);
+
+/* cuda_select.cu: stage 1 into pb->sel, from contiguous compressed keys c1/c2 ([N, Hkv, D] in k's
+ * dtype, packed per sequence as seqs[].c1/.c2 say). */
+enum ifl_status cuda_select_run(struct ifl_ctx *ctx, const struct ifl__problem *pb, const void *c1, const void *c2);
+
+/* cuda_attn.cu: stage 2 (sparse = 1, pb->sel already validated) or dense causal attention. */
+enum ifl_status cuda_attn_run(struct ifl_ctx *ctx, const struct ifl__problem *pb, int sparse);
+
+/* cuda_check.cu: device-side checks the core leaves to a device-memory backend. */
+enum ifl_status cuda_check_finite_all(struct ifl_ctx *ctx, const char *fn, const struct ifl_tensor *const *ts,
+                                      const char *const *names, int n); /* NULL entries skipped; n <= 8 */
+enum ifl_status cuda_check_sel(struct ifl_ctx *ctx, const char *fn, const struct ifl__problem *pb);
+enum ifl_status cuda_fill_sel(struct ifl_ctx *ctx, const struct ifl__problem *pb);
+
+#endif /* INFLLM_CUDA_COMMON_CUH */
