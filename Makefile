@@ -6,6 +6,7 @@
 #   make check         `make test`, then the same tests built with AddressSanitizer + UBSan
 #   make CUDA=1        also the cuda backend (src/cuda/*.cu, nvcc, CUDA_ARCH=90a), under build/cuda/
 #   make test-cuda     build with CUDA=1 and run tests/test_cuda.c (prints SKIPPED without a GPU)
+#   make fuzz          the parser fuzzers (clang libFuzzer), each for a bounded time
 #   make clean
 
 CC      ?= cc
@@ -30,7 +31,20 @@ ISA_avx2    := -DCPU_ISA_AVX2 -mavx2 -mfma -mf16c
 ISA_avx512  := -DCPU_ISA_AVX512 -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx2 -mfma -mf16c
 CPU_ISA_OBJ := $(foreach isa,scalar avx2 avx512,$(CPU_ISA_SRC:%.c=$(BUILD)/%.$(isa).o))
 TOOL_SRC := $(wildcard tools/*.c)
-TESTS    := test_ref test_api_misuse test_kv_cache test_backend_ops
+
+# The model runtime (runtime/): checkpoints, tokenizer, the MiniCPM4 forward pass, generation. It is
+# a layer above libinfllm (it calls only the public API, plus the cpu thread pool), linked into the
+# tool and the tests from its own archive. RUNTIME_ISA_SRC: files compiled once per instruction set.
+RUNTIME_ISA_SRC :=
+RUNTIME_SRC     := $(filter-out $(RUNTIME_ISA_SRC),$(wildcard runtime/*.c))
+RUNTIME_OBJ     := $(RUNTIME_SRC:%.c=$(BUILD)/%.o) \
+                   $(foreach isa,scalar avx2 avx512,$(RUNTIME_ISA_SRC:%.c=$(BUILD)/%.$(isa).o))
+
+# C tests (tests/NAME.c, each its own program). TESTS_TEXT: tokenizer, JSON, chat, sampling;
+# TESTS_MODEL: checkpoints and the forward pass.
+TESTS_TEXT  :=
+TESTS_MODEL :=
+TESTS    := test_ref test_api_misuse test_kv_cache test_backend_ops $(TESTS_TEXT) $(TESTS_MODEL)
 
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o) $(CPU_ISA_OBJ)
 TOOL_OBJ := $(TOOL_SRC:%.c=$(BUILD)/%.o)
@@ -60,12 +74,13 @@ $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
-define cpu_isa_rule
-$(BUILD)/src/cpu/%.$(1).o: src/cpu/%.c
+define isa_rule
+$(BUILD)/$(2)/%.$(1).o: $(2)/%.c
 	@mkdir -p $$(dir $$@)
 	$$(CC) $$(CFLAGS) $$(CPU_OPT) -ffp-contract=fast -Wno-psabi $$(ISA_$(1)) -c $$< -o $$@
 endef
-$(foreach isa,scalar avx2 avx512,$(eval $(call cpu_isa_rule,$(isa))))
+$(foreach isa,scalar avx2 avx512,$(eval $(call isa_rule,$(isa),src/cpu)))
+$(foreach isa,scalar avx2 avx512,$(eval $(call isa_rule,$(isa),runtime)))
 
 $(BUILD)/libinfllm.a: $(LIB_OBJ)
 	rm -f $@
@@ -74,11 +89,15 @@ $(BUILD)/libinfllm.a: $(LIB_OBJ)
 $(BUILD)/libinfllm.so: $(LIB_OBJ)
 	$(CC) -shared $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/infllm: $(TOOL_OBJ) $(BUILD)/libinfllm.a
-	$(CC) $(LDFLAGS) -o $@ $(TOOL_OBJ) $(BUILD)/libinfllm.a $(LDLIBS)
+$(BUILD)/libinfllm_runtime.a: $(RUNTIME_OBJ)
+	rm -f $@
+	ar rcs $@ $^
 
-$(BUILD)/tests/%: $(BUILD)/tests/%.o $(BUILD)/tests/harness.o $(BUILD)/libinfllm.a
-	$(CC) $(LDFLAGS) -o $@ $< $(BUILD)/tests/harness.o $(BUILD)/libinfllm.a $(LDLIBS)
+$(BUILD)/infllm: $(TOOL_OBJ) $(BUILD)/libinfllm_runtime.a $(BUILD)/libinfllm.a
+	$(CC) $(LDFLAGS) -o $@ $(TOOL_OBJ) $(BUILD)/libinfllm_runtime.a $(BUILD)/libinfllm.a $(LDLIBS)
+
+$(BUILD)/tests/%: $(BUILD)/tests/%.o $(BUILD)/tests/harness.o $(BUILD)/libinfllm_runtime.a $(BUILD)/libinfllm.a
+	$(CC) $(LDFLAGS) -o $@ $< $(BUILD)/tests/harness.o $(BUILD)/libinfllm_runtime.a $(BUILD)/libinfllm.a $(LDLIBS)
 
 demo: all
 	$(BUILD)/infllm demo
@@ -91,7 +110,14 @@ test: all $(TESTS:%=$(BUILD)/tests/%)
 	@echo "== spec oracle (independent python float64 implementation)"; \
 	  python3 tests/oracle/selftest.py && python3 tests/oracle/check_cli.py --infllm $(BUILD)/infllm && \
 	  python3 tests/oracle/check_cli.py --infllm $(BUILD)/infllm --backend cpu --seed 2 --cases 80 --no-reject --tol 1e-4
+	@$(MAKE) --no-print-directory test-text-extra test-model-extra
 	@echo "all tests passed ($(BUILD))"
+
+# Script tests of the runtime (after the C tests above): the tokenizer against its npm oracle,
+# and the model tools end to end. Each recipe belongs to its part of the runtime.
+.PHONY: test-text-extra test-model-extra fuzz
+test-text-extra: all
+test-model-extra: all
 
 # The sanitizer run repeats the C tests and the tool's error paths (the oracle sweep is skipped:
 # it checks numbers, which the plain build already did).
