@@ -115,7 +115,7 @@ static void fwd_task(void *arg, int64_t task, int thread) {
         }
         const float *kt = lazy_kt, *vv = lazy_v;
         if (job->lazy) {
-            CPU_FN(tile_convert)(t, pb, s, g, b, lazy_kt, lazy_v, lazy_k, NULL);
+            CPU_FN(tile_convert)(t, pb, s, g, b, lazy_kt, lazy_v, lazy_k, NULL, 0);
         } else {
             int64_t tile = *tiles_entry(t, pb, s, g, b);
             kt = t->kt + tile * np * dp, vv = t->v + tile * np * dp;

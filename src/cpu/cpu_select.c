@@ -7,7 +7,7 @@
  * One task = one (sequence, KV head, query token); the G query heads of the token are the rows of
  * one micro-kernel call against a tile of 64 compressed keys.
  */
-#include "cpu_kernels.h"
+#include "cpu_tiles.h"
 
 #include <stdlib.h>
 
@@ -147,6 +147,8 @@ struct select_job {
     const struct ifl__problem *pb;
     struct ckeys               ck;
     int64_t                    dp;
+    int                        lazy;     /* 1: each task converts its own tiles (decode), no ck */
+    int64_t                    lazy_off; /* floats from a thread's scratch to its lazy tile, buf */
     int64_t                   *task_seq; /* [n_seqs + 1] */
     float                     *scratch;
     int64_t                    scratch_floats;
@@ -155,20 +157,16 @@ struct select_job {
     struct ctiles ct;
 };
 
-/* Builds one tile of compressed keys (transposed, zero padded): from the given compressed keys,
- * else from k. */
-static void prep_task(void *arg, int64_t task, int thread) {
-    struct select_job         *job = arg;
-    const struct ifl__problem *pb  = job->pb;
-    const struct ifl_sparse_config *c = &pb->cfg;
-    int64_t s, g, j0;
-    int     kind;
-    ctiles_task(&job->ct, pb, task, &s, &g, &kind, &j0);
+/* Builds the tile of compressed keys j0.. of (s, g, kind) into tile (transposed, zero padded):
+ * from the given compressed keys, else from k. buf: CT * dp floats, then compress_tile's chunks. */
+static void build_tile(const struct select_job *job, int64_t s, int64_t g, int kind, int64_t j0, float *buf,
+                       float *tile) {
+    const struct ifl__problem      *pb = job->pb;
+    const struct ifl_sparse_config *c  = &pb->cfg;
     const int64_t dp = job->dp, D = pb->d;
     const int64_t kernel = kind ? c->coarse_kernel_size : c->kernel_size, stride = kind ? c->coarse_kernel_stride : c->kernel_stride;
     const int64_t n = ifl_compressed_len(pb->seqs[s].nk, (int32_t)kernel, (int32_t)stride), cnt = n - j0 < CT ? n - j0 : CT;
     const struct ifl_tensor *given = kind ? pb->c2 : pb->c1;
-    float *buf = job->scratch + thread * job->scratch_floats;
     if (given) {
         int64_t first = (kind ? job->off2 : job->off1)[s] + j0;
         for (int64_t j = 0; j < cnt; j++) {
@@ -178,9 +176,31 @@ static void prep_task(void *arg, int64_t task, int thread) {
     } else {
         compress_tile(pb, s, g, kind, j0, cnt, dp, buf, buf + CT * dp);
     }
-    float *tile = (kind ? job->ck.t2 : job->ck.t1) + ((kind ? job->ck.base2 : job->ck.base1)[s * pb->hkv + g] + j0 / CT) * dp * CT;
-    for (int64_t d = 0; d < dp; d++) /* transpose; keys past cnt are zero */
-        for (int64_t j = 0; j < CT; j++) tile[d * CT + j] = j < cnt ? buf[j * dp + d] : 0.0f;
+    memset(buf + cnt * dp, 0, (size_t)((CT - cnt) * dp) * sizeof *buf); /* keys past cnt are zero */
+    CPU_FN(transpose_tile)(tile, buf, CT, dp);
+}
+
+/* The transposed tile of compressed keys j0.. of (s, g, kind): the prepared one, or in lazy mode
+ * built now into the thread's own tile. */
+static const float *key_tile(const struct select_job *job, int64_t s, int64_t g, int kind, int64_t j0, int thread) {
+    const int64_t dp = job->dp;
+    if (!job->lazy) {
+        const int64_t base = (kind ? job->ck.base2 : job->ck.base1)[s * job->pb->hkv + g];
+        return (kind ? job->ck.t2 : job->ck.t1) + (base + j0 / CT) * dp * CT;
+    }
+    float *tile = job->scratch + thread * job->scratch_floats + job->lazy_off;
+    build_tile(job, s, g, kind, j0, tile + CT * dp, tile);
+    return tile;
+}
+
+/* One prepared tile per task (when not lazy). */
+static void prep_task(void *arg, int64_t task, int thread) {
+    struct select_job *job = arg;
+    int64_t            s, g, j0;
+    int                kind;
+    ctiles_task(&job->ct, job->pb, task, &s, &g, &kind, &j0);
+    float *buf = job->scratch + thread * job->scratch_floats;
+    build_tile(job, s, g, kind, j0, buf, (float *)key_tile(job, s, g, kind, j0, thread));
 }
 
 struct scored_block {
@@ -214,13 +234,13 @@ static void heap_push(struct scored_block *h, int64_t n, struct scored_block x) 
     }
 }
 
-/* Log2-domain log-sum-exp per row of Qs [G][dp] over the first n keys of transposed tiles. */
-static void row_lse(const float *const *qp, int64_t G, int64_t dp, int64_t D, const float *tiles, int64_t n,
-                    float *S, float *m, float *l, float *lse) {
+/* Log2-domain log-sum-exp per row of Qs [G][dp] over the first n compressed keys of (s, g, kind). */
+static void row_lse(const struct select_job *job, int64_t seq, int64_t g, int kind, int thread, const float *const *qp,
+                    int64_t G, int64_t D, int64_t n, float *S, float *m, float *l, float *lse) {
     for (int64_t r = 0; r < G; r++) m[r] = -INFINITY, l[r] = 0;
     for (int64_t j0 = 0; j0 < n; j0 += CT) {
         int64_t cnt = n - j0 < CT ? n - j0 : CT;
-        mk_qk(qp, G, tiles + (j0 / CT) * dp * CT, CT, D, CT, S, CT);
+        mk_qk(qp, G, key_tile(job, seq, g, kind, j0, thread), CT, D, CT, S, CT);
         for (int64_t r = 0; r < G; r++) {
             float *s  = S + r * CT;
             float  mx = m[r];
@@ -266,16 +286,15 @@ static void select_task(void *arg, int64_t task, int thread) {
         for (int64_t d = 0; d < D; d++) q[d] *= qscale;
         for (int64_t d = D; d < dp; d++) q[d] = 0;
     }
-    const float *t1 = job->ck.t1 + job->ck.base1[s * pb->hkv + g] * dp * CT;
-    const float *t2 = job->ck.t2 + job->ck.base2[s * pb->hkv + g] * dp * CT;
+    const float *const *qc = (const float *const *)qp;
     /* 1-2: group-summed probabilities over the visible fine keys (0 for the invisible ones) */
     memset(Sh, 0, (size_t)(n1 + 1) * sizeof *Sh);
     if (vis1 > 0) {
-        if (c->lse_mode == IFL_LSE_APPROX && vis2 > 0) row_lse((const float *const *)qp, G, dp, D, t2, vis2, S, m, l, lse);
-        else row_lse((const float *const *)qp, G, dp, D, t1, vis1, S, m, l, lse); /* decision 4: no coarse key visible */
+        if (c->lse_mode == IFL_LSE_APPROX && vis2 > 0) row_lse(job, s, g, 1, thread, qc, G, D, vis2, S, m, l, lse);
+        else row_lse(job, s, g, 0, thread, qc, G, D, vis1, S, m, l, lse); /* decision 4: no coarse key visible */
         for (int64_t j0 = 0; j0 < vis1; j0 += CT) {
             int64_t cnt = vis1 - j0 < CT ? vis1 - j0 : CT;
-            mk_qk((const float *const *)qp, G, t1 + (j0 / CT) * dp * CT, CT, D, CT, S, CT);
+            mk_qk(qc, G, key_tile(job, s, g, 0, j0, thread), CT, D, CT, S, CT);
             vf acc[CT / VL];
             for (int64_t v = 0; v < CT / VL; v++) acc[v] = (vf){0};
             for (int64_t r = 0; r < G; r++)
@@ -349,17 +368,26 @@ enum ifl_status CPU_FN(cpu_select)(struct ifl_ctx *ctx, const struct ifl__proble
         max_n1              = n1 > max_n1 ? n1 : max_n1;
         max_nb              = ifl__ceil_div(nk, c->block_size) > max_nb ? ifl__ceil_div(nk, c->block_size) : max_nb;
     }
-    job.ck.t1 = malloc((size_t)((n_t1 + 1) * job.dp * CT) * sizeof(float));
-    job.ck.t2 = malloc((size_t)((n_t2 + 1) * job.dp * CT) * sizeof(float));
-    /* scratch: Qs [G][dp], S [G][CT], lse [G], Sh [n1], heap [width] (+ picked when huge) */
+    /* decode (one query token per sequence) with a task per thread at least: each task converts
+     * its own tiles of compressed keys as it scores them, in cache, and nothing is prepared (a
+     * decode step otherwise writes and re-reads every compressed key of the cache as f32) */
+    job.lazy = job.task_seq[pb->n_seqs] == pb->n_seqs * pb->hkv && job.task_seq[pb->n_seqs] >= ctx->n_threads;
+    if (!job.lazy) {
+        job.ck.t1 = malloc((size_t)((n_t1 + 1) * job.dp * CT) * sizeof(float));
+        job.ck.t2 = malloc((size_t)((n_t2 + 1) * job.dp * CT) * sizeof(float));
+        if (!job.ck.t1 || !job.ck.t2) goto oom;
+    }
+    /* scratch: Qs [G][dp], S [G][CT], lse [G], Sh [n1], heap [width] (+ picked when huge); then
+     * the lazy tile [CT][dp] and the tile build's buf; the row pointers at the end */
     int64_t width = ifl_select_width(c, INT64_MAX / 4);
     if (width > max_nb) width = max_nb;
-    job.scratch_floats = pb->g * (job.dp + CT + 3 + 2 * PTR_FLOATS) + round_up(max_n1 + 1, 2) + 3 * (width + 1) +
-                         CT * job.dp + compress_scratch_floats(pb, job.dp) + 64;
+    job.lazy_off       = round_up(pb->g * (job.dp + CT + 3) + round_up(max_n1 + 1, 2) + 3 * (width + 1), 16);
+    job.scratch_floats = job.lazy_off + 2 * CT * job.dp + compress_scratch_floats(pb, job.dp) +
+                         pb->g * 2 * PTR_FLOATS + 64;
     job.scratch_floats = round_up(job.scratch_floats, 16); /* 64-byte aligned per thread, so the row pointers at its end are aligned */
     job.scratch = malloc((size_t)(job.scratch_floats * ctx->n_threads) * sizeof(float));
-    if (!job.ck.t1 || !job.ck.t2 || !job.scratch || ctiles_build(&job.ct, pb) != 0) goto oom;
-    cpu_pool_run(cpu_pool_of(ctx), job.ct.first[job.ct.n_entries], prep_task, &job);
+    if (!job.scratch || ctiles_build(&job.ct, pb) != 0) goto oom;
+    if (!job.lazy) cpu_pool_run(cpu_pool_of(ctx), job.ct.first[job.ct.n_entries], prep_task, &job);
     cpu_pool_run(cpu_pool_of(ctx), job.task_seq[pb->n_seqs], select_task, &job);
     goto done;
 oom:

@@ -41,9 +41,13 @@ int CPU_FN(tiles_build)(struct kv_tiles *t, struct ifl_ctx *ctx, const struct if
 void CPU_FN(tiles_free)(struct kv_tiles *t);
 
 /* Converts block b of (sequence s, KV head g) into kt/v (and vt when not NULL); k receives the
- * row-major K tile (scratch when the caller needs only kt). Used by tiles_build, and directly by
- * ops whose every block serves one task only (decode), which then skip the shared tile array. */
+ * row-major K tile when keep_k, else it is scratch the conversion may use (bf16 keys of a whole
+ * block go straight into kt without it). Used by tiles_build, and directly by ops whose every
+ * block serves one task only (decode), which then skip the shared tile array. */
 void CPU_FN(tile_convert)(const struct kv_tiles *t, const struct ifl__problem *pb, int64_t s, int64_t g, int64_t b,
-                          float *kt, float *v, float *k, float *vt);
+                          float *kt, float *v, float *k, float *vt, int keep_k);
+
+/* out[d][r] = in[r][d] for a [np][dp] row-major tile (np, dp multiples of 8), in 8 x 8 blocks. */
+void CPU_FN(transpose_tile)(float *out, const float *in, int64_t np, int64_t dp);
 
 #endif /* INFLLM_CPU_TILES_H */
