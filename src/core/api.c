@@ -107,53 +107,44 @@ done:
 
 /* ---- stage 2 and dense forward ---- */
 
-enum ifl_status ifl_sparse_attn_fwd(struct ifl_ctx *ctx, const struct ifl_sparse_config *cfg,
-                                    const struct ifl_batch *batch, const struct ifl_tensor *q,
-                                    const struct ifl_tensor *k, const struct ifl_tensor *v,
-                                    const struct ifl_tensor *sel, const struct ifl_tensor *out,
-                                    const struct ifl_tensor *lse) {
-    const char         *fn = "ifl_sparse_attn_fwd";
+/* Stage 2 (sparse: sel is the selection) or dense attention forward. */
+static enum ifl_status attn_fwd(struct ifl_ctx *ctx, const char *fn, int sparse, const struct ifl_sparse_config *cfg,
+                                const struct ifl_batch *batch, const struct ifl_tensor *q, const struct ifl_tensor *k,
+                                const struct ifl_tensor *v, const struct ifl_tensor *sel, const struct ifl_tensor *out,
+                                const struct ifl_tensor *lse) {
     struct ifl__problem pb;
     enum ifl_status     st;
     if (ifl__check_ctx(ctx)) return IFL_STATUS_INVALID_ARG;
     if (q == NULL || v == NULL)
         return IFL_FAIL(ctx, IFL_STATUS_INVALID_ARG, "%s: %s is NULL", fn, q ? "v" : "q");
     TRY(ifl__problem_begin(ctx, fn, cfg, batch, q, k, v, &pb));
-    TRY(ifl__check_sel_input(ctx, fn, &pb, sel));
+    if (sparse) TRY(ifl__check_sel_input(ctx, fn, &pb, sel));
     TRY(check_out_lse(ctx, fn, &pb, out, lse, 0));
     const struct ifl_tensor *outs[] = {out, lse}, *ins[] = {q, k, v, sel};
     const char              *onames[] = {"out", "lse"}, *inames[] = {"q", "k", "v", "sel"};
-    TRY(ifl__check_overlap(ctx, fn, outs, onames, 2, ins, inames, 4));
+    TRY(ifl__check_overlap(ctx, fn, outs, onames, 2, ins, inames, sparse ? 4 : 3));
     TRY(check_qkv_finite(ctx, fn, &pb));
-    pb.sel = sel;
+    pb.sel = sparse ? sel : NULL;
     pb.out = out;
     pb.lse = lse;
-    TRY(ctx->backend->sparse_fwd(ctx, &pb));
+    TRY(sparse ? ctx->backend->sparse_fwd(ctx, &pb) : ctx->backend->dense_fwd(ctx, &pb));
 done:
     return finish(ctx, &pb, st);
+}
+
+enum ifl_status ifl_sparse_attn_fwd(struct ifl_ctx *ctx, const struct ifl_sparse_config *cfg,
+                                    const struct ifl_batch *batch, const struct ifl_tensor *q,
+                                    const struct ifl_tensor *k, const struct ifl_tensor *v,
+                                    const struct ifl_tensor *sel, const struct ifl_tensor *out,
+                                    const struct ifl_tensor *lse) {
+    return attn_fwd(ctx, "ifl_sparse_attn_fwd", 1, cfg, batch, q, k, v, sel, out, lse);
 }
 
 enum ifl_status ifl_dense_attn_fwd(struct ifl_ctx *ctx, const struct ifl_sparse_config *cfg,
                                    const struct ifl_batch *batch, const struct ifl_tensor *q,
                                    const struct ifl_tensor *k, const struct ifl_tensor *v,
                                    const struct ifl_tensor *out, const struct ifl_tensor *lse) {
-    const char         *fn = "ifl_dense_attn_fwd";
-    struct ifl__problem pb;
-    enum ifl_status     st;
-    if (ifl__check_ctx(ctx)) return IFL_STATUS_INVALID_ARG;
-    if (q == NULL || v == NULL)
-        return IFL_FAIL(ctx, IFL_STATUS_INVALID_ARG, "%s: %s is NULL", fn, q ? "v" : "q");
-    TRY(ifl__problem_begin(ctx, fn, cfg, batch, q, k, v, &pb));
-    TRY(check_out_lse(ctx, fn, &pb, out, lse, 0));
-    const struct ifl_tensor *outs[] = {out, lse}, *ins[] = {q, k, v};
-    const char              *onames[] = {"out", "lse"}, *inames[] = {"q", "k", "v"};
-    TRY(ifl__check_overlap(ctx, fn, outs, onames, 2, ins, inames, 3));
-    TRY(check_qkv_finite(ctx, fn, &pb));
-    pb.out = out;
-    pb.lse = lse;
-    TRY(ctx->backend->dense_fwd(ctx, &pb));
-done:
-    return finish(ctx, &pb, st);
+    return attn_fwd(ctx, "ifl_dense_attn_fwd", 0, cfg, batch, q, k, v, NULL, out, lse);
 }
 
 /* ---- the switchable forward ---- */
@@ -244,6 +235,41 @@ done:
 
 /* ---- backward ---- */
 
+/* Backward of stage 2 (sparse: sel is the forward's selection) or of dense attention. */
+static enum ifl_status attn_bwd(struct ifl_ctx *ctx, const char *fn, int sparse, const struct ifl_sparse_config *cfg,
+                                const struct ifl_batch *batch, const struct ifl_tensor *q, const struct ifl_tensor *k,
+                                const struct ifl_tensor *v, const struct ifl_tensor *sel, const struct ifl_tensor *out,
+                                const struct ifl_tensor *lse, const struct ifl_tensor *dout,
+                                const struct ifl_tensor *dq, const struct ifl_tensor *dk,
+                                const struct ifl_tensor *dv) {
+    struct ifl__problem pb;
+    enum ifl_status     st;
+    if (ifl__check_ctx(ctx)) return IFL_STATUS_INVALID_ARG;
+    if (q == NULL || v == NULL)
+        return IFL_FAIL(ctx, IFL_STATUS_INVALID_ARG, "%s: %s is NULL", fn, q ? "v" : "q");
+    TRY(ifl__problem_begin(ctx, fn, cfg, batch, q, k, v, &pb));
+    if (sparse) TRY(ifl__check_sel_input(ctx, fn, &pb, sel));
+    TRY(check_out_lse(ctx, fn, &pb, out, lse, 1));
+    TRY(check_grads(ctx, fn, &pb, dout, dq, dk, dv));
+    /* the inputs, sel last so that the dense op can leave it out */
+    const struct ifl_tensor *outs[] = {dq, dk, dv}, *ins[] = {q, k, v, out, lse, dout, sel};
+    const char *onames[] = {"dq", "dk", "dv"}, *inames[] = {"q", "k", "v", "out", "lse", "dout", "sel"};
+    TRY(ifl__check_overlap(ctx, fn, outs, onames, 3, ins, inames, sparse ? 7 : 6));
+    TRY(check_qkv_finite(ctx, fn, &pb));
+    TRY(ifl__check_finite(ctx, fn, "out", out));
+    TRY(ifl__check_finite(ctx, fn, "dout", dout));
+    pb.sel  = sparse ? sel : NULL;
+    pb.out  = out;
+    pb.lse  = lse;
+    pb.dout = dout;
+    pb.dq   = dq;
+    pb.dk   = dk;
+    pb.dv   = dv;
+    TRY(sparse ? ctx->backend->sparse_bwd(ctx, &pb) : ctx->backend->dense_bwd(ctx, &pb));
+done:
+    return finish(ctx, &pb, st);
+}
+
 enum ifl_status ifl_sparse_attn_bwd(struct ifl_ctx *ctx, const struct ifl_sparse_config *cfg,
                                     const struct ifl_batch *batch, const struct ifl_tensor *q,
                                     const struct ifl_tensor *k, const struct ifl_tensor *v,
@@ -251,32 +277,7 @@ enum ifl_status ifl_sparse_attn_bwd(struct ifl_ctx *ctx, const struct ifl_sparse
                                     const struct ifl_tensor *lse, const struct ifl_tensor *dout,
                                     const struct ifl_tensor *dq, const struct ifl_tensor *dk,
                                     const struct ifl_tensor *dv) {
-    const char         *fn = "ifl_sparse_attn_bwd";
-    struct ifl__problem pb;
-    enum ifl_status     st;
-    if (ifl__check_ctx(ctx)) return IFL_STATUS_INVALID_ARG;
-    if (q == NULL || v == NULL)
-        return IFL_FAIL(ctx, IFL_STATUS_INVALID_ARG, "%s: %s is NULL", fn, q ? "v" : "q");
-    TRY(ifl__problem_begin(ctx, fn, cfg, batch, q, k, v, &pb));
-    TRY(ifl__check_sel_input(ctx, fn, &pb, sel));
-    TRY(check_out_lse(ctx, fn, &pb, out, lse, 1));
-    TRY(check_grads(ctx, fn, &pb, dout, dq, dk, dv));
-    const struct ifl_tensor *outs[] = {dq, dk, dv}, *ins[] = {q, k, v, sel, out, lse, dout};
-    const char *onames[] = {"dq", "dk", "dv"}, *inames[] = {"q", "k", "v", "sel", "out", "lse", "dout"};
-    TRY(ifl__check_overlap(ctx, fn, outs, onames, 3, ins, inames, 7));
-    TRY(check_qkv_finite(ctx, fn, &pb));
-    TRY(ifl__check_finite(ctx, fn, "out", out));
-    TRY(ifl__check_finite(ctx, fn, "dout", dout));
-    pb.sel  = sel;
-    pb.out  = out;
-    pb.lse  = lse;
-    pb.dout = dout;
-    pb.dq   = dq;
-    pb.dk   = dk;
-    pb.dv   = dv;
-    TRY(ctx->backend->sparse_bwd(ctx, &pb));
-done:
-    return finish(ctx, &pb, st);
+    return attn_bwd(ctx, "ifl_sparse_attn_bwd", 1, cfg, batch, q, k, v, sel, out, lse, dout, dq, dk, dv);
 }
 
 enum ifl_status ifl_dense_attn_bwd(struct ifl_ctx *ctx, const struct ifl_sparse_config *cfg,
@@ -285,28 +286,5 @@ enum ifl_status ifl_dense_attn_bwd(struct ifl_ctx *ctx, const struct ifl_sparse_
                                    const struct ifl_tensor *out, const struct ifl_tensor *lse,
                                    const struct ifl_tensor *dout, const struct ifl_tensor *dq,
                                    const struct ifl_tensor *dk, const struct ifl_tensor *dv) {
-    const char         *fn = "ifl_dense_attn_bwd";
-    struct ifl__problem pb;
-    enum ifl_status     st;
-    if (ifl__check_ctx(ctx)) return IFL_STATUS_INVALID_ARG;
-    if (q == NULL || v == NULL)
-        return IFL_FAIL(ctx, IFL_STATUS_INVALID_ARG, "%s: %s is NULL", fn, q ? "v" : "q");
-    TRY(ifl__problem_begin(ctx, fn, cfg, batch, q, k, v, &pb));
-    TRY(check_out_lse(ctx, fn, &pb, out, lse, 1));
-    TRY(check_grads(ctx, fn, &pb, dout, dq, dk, dv));
-    const struct ifl_tensor *outs[] = {dq, dk, dv}, *ins[] = {q, k, v, out, lse, dout};
-    const char *onames[] = {"dq", "dk", "dv"}, *inames[] = {"q", "k", "v", "out", "lse", "dout"};
-    TRY(ifl__check_overlap(ctx, fn, outs, onames, 3, ins, inames, 6));
-    TRY(check_qkv_finite(ctx, fn, &pb));
-    TRY(ifl__check_finite(ctx, fn, "out", out));
-    TRY(ifl__check_finite(ctx, fn, "dout", dout));
-    pb.out  = out;
-    pb.lse  = lse;
-    pb.dout = dout;
-    pb.dq   = dq;
-    pb.dk   = dk;
-    pb.dv   = dv;
-    TRY(ctx->backend->dense_bwd(ctx, &pb));
-done:
-    return finish(ctx, &pb, st);
+    return attn_bwd(ctx, "ifl_dense_attn_bwd", 0, cfg, batch, q, k, v, NULL, out, lse, dout, dq, dk, dv);
 }
