@@ -135,6 +135,31 @@ test-cuda:
 	$(MAKE) CUDA=1 BUILD=build/cuda all build/cuda/tests/test_cuda
 	build/cuda/tests/test_cuda $(TEST_CUDA_ARGS)
 
+# tests/test_cuda.c under compute-sanitizer's memcheck (out-of-bounds and misaligned device
+# accesses, device-side faults, leaked device memory), on its small-config cases (block 16: every
+# op, dtype, batch layout, strided view and error path, at up to 900 keys); the log is
+# build/cuda/test_cuda_memcheck.log. TEST_CUDA_MEMCHECK_ARGS picks other cases (empty: the whole
+# quick sweep). It fails, saying so, when memcheck could not run: no compute-sanitizer, a device it
+# does not support (gVisor: "Device not supported"), no GPU (the test's SKIPPED), no case run.
+TEST_CUDA_MEMCHECK_ARGS ?= --filter bs=16
+.PHONY: test-cuda-memcheck
+test-cuda-memcheck:
+	$(MAKE) CUDA=1 BUILD=build/cuda all build/cuda/tests/test_cuda
+	@command -v compute-sanitizer >/dev/null 2>&1 || \
+	  { echo "test-cuda-memcheck: memcheck NOT RUN: compute-sanitizer is not on the PATH"; exit 1; }
+	@log=build/cuda/test_cuda_memcheck.log; \
+	  echo "compute-sanitizer --tool memcheck --error-exitcode 1 --leak-check full build/cuda/tests/test_cuda $(TEST_CUDA_MEMCHECK_ARGS)"; \
+	  compute-sanitizer --tool memcheck --error-exitcode 1 --leak-check full \
+	    build/cuda/tests/test_cuda $(TEST_CUDA_MEMCHECK_ARGS) >$$log 2>&1; rc=$$?; \
+	  grep -E "^=+ |FAIL|SKIPPED|cases, " $$log | tail -n 20; \
+	  if grep -q "Device not supported" $$log; then \
+	    echo "test-cuda-memcheck: memcheck NOT RUN: compute-sanitizer does not support this device (a gVisor machine?)"; exit 1; fi; \
+	  if grep -q "^SKIPPED" $$log; then echo "test-cuda-memcheck: memcheck NOT RUN: no usable CUDA device"; exit 1; fi; \
+	  if ! grep -q "ERROR SUMMARY: 0 errors" $$log || grep -q "^0 cases" $$log; then \
+	    echo "test-cuda-memcheck: memcheck FAILED or checked nothing (exit $$rc), see $$log"; exit 1; fi; \
+	  if [ $$rc -ne 0 ]; then echo "test-cuda-memcheck: test_cuda failed under memcheck (exit $$rc), see $$log"; exit 1; fi; \
+	  echo "test-cuda-memcheck: passed, no memcheck errors"
+
 clean:
 	rm -rf build
 

@@ -7,6 +7,12 @@
  * sparse). Every case runs on random inputs (the worst case for sparse attention) and on locally
  * correlated ones (as in text). Median of several runs after a warm-up; a table on stdout, or with
  * --json one JSON object per case on stdout and the table on stderr. Uses only the public API.
+ *
+ * On a backend that computes on device memory (cuda) the inputs are generated on the host as for
+ * the others, uploaded once (ifl_buffer_upload), and the outputs stay on the device; each timed call
+ * ends with ifl_ctx_sync, so its time is the GPU's, and only the selection comes back (untimed) for
+ * the keys/row and union columns. The ops such a backend refuses (the KV cache, host memory only;
+ * the backward while the backend lacks it) are found by a one-token probe and skipped with a note.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "cli.h"
@@ -26,7 +32,8 @@ static const char bench_usage[] =
     "Times dense causal attention against InfLLM-V2 sparse attention on synthetic inputs:\n"
     "decode (1 query after N-1 keys), a prefill chunk (--queries queries at the end of N keys),\n"
     "the backward of such a chunk, and a decode step through a KV cache (token N-1 appended and\n"
-    "attended), each on random and on locally correlated inputs.\n"
+    "attended), each on random and on locally correlated inputs. --queries equal to N times\n"
+    "the full causal prefill (N queries over N keys).\n"
     "Prints a table on stdout; with --json, one JSON object per case on stdout (the table then\n"
     "goes to stderr). Progress goes to stderr. Exit status 0 ok, 1 failure, 2 usage error.\n"
     "\n"
@@ -56,7 +63,8 @@ static const char bench_usage[] =
     "  --dtype bf16|f16|f32  storage of q, k, v and of every float output (bf16); lse is f32\n"
     "\n"
     "running:\n"
-    "  --backend NAME        cpu|ref (cpu; ref is the float64 reference: tiny sizes only)\n"
+    "  --backend NAME        cpu|ref|cuda (cpu; ref is the float64 reference: tiny sizes only;\n"
+    "                        cuda: see below)\n"
     "  --threads N           worker threads of the cpu backend (0 = all cores)\n"
     "  --simd LEVEL          auto|scalar|avx2|avx512, the cpu backend's instruction set (auto)\n"
     "  --runs N              timed runs per measurement, after 1 untimed warm-up; the median is\n"
@@ -123,6 +131,14 @@ static const char bench_usage3[] =
     "  2 x ifl_kv_cache_bytes (about 2 x 139 MB at 128K keys of the standard shape in bf16).\n"
     "--dense-len has no effect: decode, prefill and backward call the stages directly, never\n"
     "the switch, and the cache op sets dense_len itself.\n"
+    "\n"
+    "--backend cuda (tensors in device memory): the inputs are generated on the host as for\n"
+    "the other backends and uploaded once; the outputs stay on the device. Every timed call is\n"
+    "followed by ifl_ctx_sync inside the timed region, so a time is the GPU's (with the call's\n"
+    "host-side validation and launches). The selection is downloaded, untimed, for keys/row and\n"
+    "union. The ops the backend refuses (a one-token probe asks it) are skipped with a note:\n"
+    "the cache op (the KV cache lives in host memory) and, while the cuda backend has none, the\n"
+    "backward; asking only for skipped ops is a usage error. --threads and --simd do not apply.\n"
     "\n";
 
 #define MAX_SIZES 32
@@ -378,13 +394,19 @@ struct bench {
     FILE                    *tab; /* the table: stdout, or stderr with --json */
     struct machine           mach;
     const char              *backend_name;
-    /* inputs: k and q per kind (NULL when not asked for), v and dout shared */
+    int                      device;   /* the backend computes on device memory (cuda) */
+    unsigned                 uploaded; /* the inputs (slot bits, INPUT_SLOT) now in device memory */
+    /* The buffers the ops see: host memory on host backends, the backend's memory on a device
+     * backend (ifl_buffer_alloc). inputs: k and q per kind (NULL when not asked for), v and dout
+     * shared */
     void *k[N_INPUTS], *q[N_INPUTS], *v, *dout;
     /* outputs */
     void    *out, *out2, *c1, *c2, *dq, *dk, *dv;
     float   *lse, *lse2;
     int32_t *sel;
-    uint8_t *seen; /* block bitmap for the union count */
+    /* host memory */
+    int32_t *sel_host; /* the selection where the host reads it (sel itself on host backends) */
+    uint8_t *seen;     /* block bitmap for the union count */
 };
 
 /* The tensors of one case. */
@@ -397,7 +419,7 @@ enum job { J_DENSE, J_COMPRESS, J_SELECT, J_ATTEND, J_SPARSE, J_DENSE_BWD, J_SPA
 static const char *const job_names[] = {"dense",   "compress",      "select",          "attend",
                                         "sparse", "dense backward", "sparse backward"};
 
-static enum ifl_status run_job(struct bench *b, const struct views *w, enum job j) {
+static enum ifl_status run_job_async(struct bench *b, const struct views *w, enum job j) {
     const struct ifl_sparse_config *cfg = &b->cfg;
     enum ifl_status                 st;
     switch (j) {
@@ -419,6 +441,14 @@ static enum ifl_status run_job(struct bench *b, const struct views *w, enum job 
                                    &w->dq, &w->dk, &w->dv);
     }
     return IFL_STATUS_INTERNAL;
+}
+
+/* The job, then a wait for the work it queued (a no-op on host backends), so that a host clock
+ * around it measures a device backend's work too. */
+static enum ifl_status run_job(struct bench *b, const struct views *w, enum job j) {
+    enum ifl_status st = run_job_async(b, w, j);
+    if (st == IFL_STATUS_OK && b->device) st = ifl_ctx_sync(b->ctx);
+    return st;
 }
 
 static int cmp_double(const void *a, const void *b) {
@@ -472,7 +502,7 @@ static void selection_stats(struct bench *b, const struct views *w, int64_t n_ke
     for (int64_t g = 0; g < b->hkv; g++) {
         memset(b->seen, 0, (size_t)nb);
         for (int64_t i = 0; i < tq; i++) {
-            const int32_t *row = b->sel + (g * tq + i) * width;
+            const int32_t *row = b->sel_host + (g * tq + i) * width;
             const int64_t  p   = past + i;
             for (int64_t c = 0; c < width && row[c] >= 0; c++) {
                 int64_t lo = (int64_t)row[c] * bs, hi = lo + bs;
@@ -488,6 +518,19 @@ static void selection_stats(struct bench *b, const struct views *w, int64_t n_ke
                 ss->union_blk += 1;
             }
     }
+}
+
+/* The selection of w where the host reads it: downloaded from a device backend (untimed). */
+static int fetch_selection(struct bench *b, const struct views *w, const char *what) {
+    if (!b->device) return CLI_OK;
+    size_t bytes = sizeof(int32_t);
+    for (int i = 0; i < w->sel.ndim; i++) bytes *= (size_t)w->sel.shape[i];
+    if (ifl_buffer_download(b->ctx, b->sel_host, w->sel.data, bytes) != IFL_STATUS_OK) {
+        progress_clear();
+        cli_error(b->cmd, "%s, downloading the selection: %s", what, ifl_ctx_errmsg(b->ctx));
+        return CLI_FAILURE;
+    }
+    return CLI_OK;
 }
 
 struct result {
@@ -506,9 +549,14 @@ static void print_header(struct bench *b) {
     FILE                           *f = b->tab;
     const struct ifl_sparse_config *c = &b->cfg;
     const int nt = ifl_ctx_threads(b->ctx);
-    fprintf(f, "infllm bench  %s  %s, %s (%ld cpus)  backend %s, simd %s, %d thread%s  libinfllm %s\n", b->mach.date,
-            b->mach.arch, b->mach.cpu, b->mach.n_cpus, b->backend_name, ifl_simd_name(ifl_ctx_simd(b->ctx)), nt,
-            nt == 1 ? "" : "s", ifl_version());
+    if (b->device)
+        fprintf(f, "infllm bench  %s  host %s, %s (%ld cpus)  backend %s (device memory: inputs uploaded once, each "
+                   "timed call followed by ifl_ctx_sync)  libinfllm %s\n",
+                b->mach.date, b->mach.arch, b->mach.cpu, b->mach.n_cpus, b->backend_name, ifl_version());
+    else
+        fprintf(f, "infllm bench  %s  %s, %s (%ld cpus)  backend %s, simd %s, %d thread%s  libinfllm %s\n",
+                b->mach.date, b->mach.arch, b->mach.cpu, b->mach.n_cpus, b->backend_name,
+                ifl_simd_name(ifl_ctx_simd(b->ctx)), nt, nt == 1 ? "" : "s", ifl_version());
     fprintf(f,
             "shape: %lld query heads, %lld KV heads, head dim %lld, %s storage (outputs %s, lse f32); sparse: block %d, "
             "kernels %d/%d + %d/%d (lse %s), init %d, window %d, topk %d\n",
@@ -549,15 +597,21 @@ static void print_header(struct bench *b) {
 static double ms(double s) { return s * 1e3; }
 static double rate(double amount, double s, double unit) { return s > 0 ? amount / s / unit : NAN; }
 
+/* A GFLOP/s column, 7 wide: one decimal, none from 100000 (a GPU's rates). */
+static const char *gflops_str(double v, char *buf, size_t len) {
+    snprintf(buf, len, "%7.*f", v >= 99999.95 ? 0 : 1, v);
+    return buf;
+}
+
 static void print_row(struct bench *b, const struct result *r) {
     FILE *f = b->tab;
-    char  ks[32], v1[16], v2[16], v3[16], v4[16], v5[16], v6[16], v7[16];
+    char  ks[32], qs[32], g1[32], g2[32], v1[16], v2[16], v3[32], v4[16], v5[16], v6[32], v7[16];
     progress_clear();
     const int has_sel = r->select_s >= 0, has_att = r->attend_s >= 0, has_app = r->append_s >= 0;
     if (has_sel) {
         snprintf(v1, sizeof v1, "%10.3f", ms(r->select_s));
         snprintf(v2, sizeof v2, "%10.3f", ms(r->compress_s));
-        snprintf(v3, sizeof v3, "%7.1f", rate(r->select_flop, r->select_s, 1e9));
+        gflops_str(rate(r->select_flop, r->select_s, 1e9), v3, sizeof v3);
     } else {
         snprintf(v1, sizeof v1, "%10s", "-");
         snprintf(v2, sizeof v2, "%10s", "-");
@@ -565,7 +619,7 @@ static void print_row(struct bench *b, const struct result *r) {
     }
     if (has_att) {
         snprintf(v5, sizeof v5, "%10.3f", ms(r->attend_s));
-        snprintf(v6, sizeof v6, "%7.1f", rate(r->attend_flop, r->attend_s, 1e9));
+        gflops_str(rate(r->attend_flop, r->attend_s, 1e9), v6, sizeof v6);
     } else {
         snprintf(v5, sizeof v5, "%10s", "-");
         snprintf(v6, sizeof v6, "%7s", "-");
@@ -577,11 +631,12 @@ static void print_row(struct bench *b, const struct result *r) {
     snprintf(v4, sizeof v4, "%6.2fx", r->dense_s / r->sparse_s);
     const double gb_d = rate(r->dense_bytes, r->dense_s, 1e9);
     const double gb_s = rate(r->select_bytes + r->attend_bytes, r->sparse_s, 1e9);
-    fprintf(f, "%-12s %-10s %6s %5lld | %10.3f %10.3f %s %s %s %s | %7s | %7.1f %7.1f %s %s | %6.*f %6.*f | %8.0f %6.3f\n",
-            op_labels[r->op], input_names[r->inputs], size_str(r->n_keys, ks, sizeof ks), r->n_queries,
-            ms(r->dense_s), ms(r->sparse_s), v1, v2, v5, v7, v4, rate(r->dense_flop, r->dense_s, 1e9),
-            rate(r->select_flop + r->attend_flop, r->sparse_s, 1e9), v3, v6, gb_d < 10 ? 2 : 1, gb_d,
-            gb_s < 10 ? 2 : 1, gb_s, r->keys_per_row, r->union_frac);
+    fprintf(f, "%-12s %-10s %6s %5s | %10.3f %10.3f %s %s %s %s | %7s | %s %s %s %s | %6.*f %6.*f | %8.0f %6.3f\n",
+            op_labels[r->op], input_names[r->inputs], size_str(r->n_keys, ks, sizeof ks),
+            size_str(r->n_queries, qs, sizeof qs), ms(r->dense_s), ms(r->sparse_s), v1, v2, v5, v7, v4,
+            gflops_str(rate(r->dense_flop, r->dense_s, 1e9), g1, sizeof g1),
+            gflops_str(rate(r->select_flop + r->attend_flop, r->sparse_s, 1e9), g2, sizeof g2), v3, v6,
+            gb_d < 10 ? 2 : 1, gb_d, gb_s < 10 ? 2 : 1, gb_s, r->keys_per_row, r->union_frac);
     fflush(f);
 }
 
@@ -738,6 +793,7 @@ static int run_forward(struct bench *b, int op, int inputs, int64_t n, int idx, 
     if ((rc = measure(b, &w, J_ATTEND, nr, what, &r.attend_s, &r.attend_runs))) return rc;
     if ((rc = measure(b, &w, J_SPARSE, nr, what, &r.sparse_s, &r.sparse_runs))) return rc;
     struct sel_stats ss;
+    if ((rc = fetch_selection(b, &w, what))) return rc;
     selection_stats(b, &w, n, tq, &ss);
     count_forward(b, n, tq, &ss, &r);
     print_row(b, &r);
@@ -778,6 +834,7 @@ static int run_backward(struct bench *b, int inputs, int64_t n, int idx, int tot
     r.sparse_s    = r.attend_s;
     r.sparse_runs = r.attend_runs;
     struct sel_stats ss;
+    if ((rc = fetch_selection(b, &w, what))) return rc;
     selection_stats(b, &w, n, tq, &ss);
     count_forward(b, n, tq, &ss, &r);
     /* backward: 2.5x the forward's FLOPs; reads q, k/v (all or the union), out, dout, lse (and the
@@ -921,6 +978,7 @@ static int cache_case(struct bench *b, struct ifl_kv_cache *const cache[2], int 
     r.append_s    = median(app, n_app);
     r.append_runs = r.dense_runs + r.sparse_runs; /* 0 when only the warm-ups ran */
     struct sel_stats ss; /* the sparse step's selection (the same on every run) */
+    if ((rc = fetch_selection(b, &w, what))) return rc;
     selection_stats(b, &w, n, 1, &ss);
     count_forward(b, n, 1, &ss, &r);
     print_row(b, &r);
@@ -971,6 +1029,128 @@ static void *alloc(const char *cmd, const char *what, size_t bytes, double *tota
     }
     *total += (double)bytes;
     return p;
+}
+
+/* A buffer the ops read or write: as alloc() on host backends, the backend's memory on a device
+ * backend. */
+static void *op_alloc(struct bench *b, const char *what, size_t bytes, double *total, int *failed) {
+    if (!b->device) return alloc(b->cmd, what, bytes, total, failed);
+    if (*failed) return NULL;
+    void           *p  = NULL;
+    enum ifl_status st = ifl_buffer_alloc(b->ctx, bytes ? bytes : 1, &p);
+    if (st != IFL_STATUS_OK) {
+        cli_error(b->cmd, "cannot allocate %.1f MB of %s memory for %s (%.1f MB allocated before it): %s%s",
+                  (double)bytes * 1e-6, b->backend_name, what, *total * 1e-6, ifl_ctx_errmsg(b->ctx),
+                  st == IFL_STATUS_OUT_OF_MEMORY ? "; use smaller --keys or --queries" : "");
+        *failed = 1;
+    }
+    *total += (double)bytes;
+    return p;
+}
+
+static void op_free(struct bench *b, void *p) {
+    if (b->device)
+        ifl_buffer_free(b->ctx, p);
+    else
+        free(p);
+}
+
+/* The inputs, numbered for bench.uploaded: k and q of each kind, v, dout. */
+#define INPUT_SLOT_K(in) (2 * (in))
+#define INPUT_SLOT_Q(in) (2 * (in) + 1)
+#define INPUT_SLOT_V     (2 * N_INPUTS)
+#define INPUT_SLOT_DOUT  (2 * N_INPUTS + 1)
+
+/* Replaces the generated host buffer *p of input `slot` by a device buffer holding its bytes. */
+static int upload_input(struct bench *b, void **p, int slot, size_t bytes, const char *what, double *total) {
+    int   failed = 0;
+    void *d      = op_alloc(b, what, bytes, total, &failed);
+    if (failed) return CLI_FAILURE;
+    if (ifl_buffer_upload(b->ctx, d, *p, bytes) != IFL_STATUS_OK) {
+        cli_error(b->cmd, "uploading %s: %s", what, ifl_ctx_errmsg(b->ctx));
+        ifl_buffer_free(b->ctx, d);
+        return CLI_FAILURE;
+    }
+    free(*p);
+    *p = d;
+    b->uploaded |= 1u << slot;
+    return CLI_OK;
+}
+
+static void input_free(struct bench *b, void *p, int slot) {
+    if (b->uploaded & (1u << slot))
+        ifl_buffer_free(b->ctx, p);
+    else
+        free(p);
+}
+
+/* Does a device backend run the KV cache? Creates a one-token cache. */
+static enum ifl_status probe_cache(struct bench *b, char *msg, size_t len) {
+    struct ifl_kv_cache_params p = ifl_kv_cache_params_default();
+    p.capacity                   = 1;
+    p.n_seqs                     = 1;
+    p.n_heads_kv                 = (int32_t)b->hkv;
+    p.head_dim                   = (int32_t)b->d;
+    p.dtype                      = b->dtype;
+    p.cfg                        = b->cfg;
+    struct ifl_kv_cache *c       = NULL;
+    enum ifl_status      st      = ifl_kv_cache_create(b->ctx, &p, &c);
+    snprintf(msg, len, "%s", ifl_ctx_errmsg(b->ctx));
+    ifl_kv_cache_destroy(c);
+    return st;
+}
+
+/* Does a device backend run the backward ops? The forward and backward, dense and sparse, of one
+ * token of the bench's shape on zeros in the backend's memory. Returns the status of the first
+ * call that failed, and its message in msg. */
+static enum ifl_status probe_backward(struct bench *b, char *msg, size_t len) {
+    const struct ifl_sparse_config *cfg = &b->cfg;
+    const int64_t hq = b->hq, hkv = b->hkv, d = b->d, width = ifl_select_width(cfg, 1);
+    const int64_t qs[3] = {1, hq, d}, ks[3] = {1, hkv, d}, ls[2] = {1, hq}, ss[3] = {hkv, 1, width};
+    enum { P_Q, P_OUT, P_OUT2, P_DOUT, P_DQ, P_K, P_V, P_DK, P_DV, P_LSE, P_LSE2, P_SEL, P_N };
+    size_t off[P_N], total = 0;
+    for (int i = 0; i < P_N; i++) {
+        size_t bytes = i <= P_DQ   ? (size_t)(hq * d) * b->es
+                     : i <= P_DV   ? (size_t)(hkv * d) * b->es
+                     : i <= P_LSE2 ? (size_t)hq * sizeof(float)
+                                   : (size_t)(hkv * width) * sizeof(int32_t);
+        off[i] = total;
+        total += (bytes + 255) & ~(size_t)255;
+    }
+    void *host = calloc(1, total), *dev = NULL;
+    if (host == NULL) {
+        snprintf(msg, len, "out of host memory");
+        return IFL_STATUS_OUT_OF_MEMORY;
+    }
+    enum ifl_status st = ifl_buffer_alloc(b->ctx, total, &dev);
+    if (st == IFL_STATUS_OK) st = ifl_buffer_upload(b->ctx, dev, host, total);
+    free(host);
+    if (st == IFL_STATUS_OK) {
+        char             *base = dev;
+        struct ifl_tensor q    = ifl_tensor_make(base + off[P_Q], b->dtype, 3, qs);
+        struct ifl_tensor out = ifl_tensor_make(base + off[P_OUT], b->dtype, 3, qs);
+        struct ifl_tensor out2 = ifl_tensor_make(base + off[P_OUT2], b->dtype, 3, qs);
+        struct ifl_tensor dout = ifl_tensor_make(base + off[P_DOUT], b->dtype, 3, qs);
+        struct ifl_tensor dq = ifl_tensor_make(base + off[P_DQ], b->dtype, 3, qs);
+        struct ifl_tensor k = ifl_tensor_make(base + off[P_K], b->dtype, 3, ks);
+        struct ifl_tensor v = ifl_tensor_make(base + off[P_V], b->dtype, 3, ks);
+        struct ifl_tensor dk = ifl_tensor_make(base + off[P_DK], b->dtype, 3, ks);
+        struct ifl_tensor dv = ifl_tensor_make(base + off[P_DV], b->dtype, 3, ks);
+        struct ifl_tensor lse = ifl_tensor_make(base + off[P_LSE], IFL_DTYPE_F32, 2, ls);
+        struct ifl_tensor lse2 = ifl_tensor_make(base + off[P_LSE2], IFL_DTYPE_F32, 2, ls);
+        struct ifl_tensor sel = ifl_tensor_make(base + off[P_SEL], IFL_DTYPE_I32, 3, ss);
+        st = ifl_dense_attn_fwd(b->ctx, cfg, NULL, &q, &k, &v, &out, &lse);
+        if (st == IFL_STATUS_OK)
+            st = ifl_dense_attn_bwd(b->ctx, cfg, NULL, &q, &k, &v, &out, &lse, &dout, &dq, &dk, &dv);
+        if (st == IFL_STATUS_OK) st = ifl_select(b->ctx, cfg, NULL, &q, &k, &sel);
+        if (st == IFL_STATUS_OK) st = ifl_sparse_attn_fwd(b->ctx, cfg, NULL, &q, &k, &v, &sel, &out2, &lse2);
+        if (st == IFL_STATUS_OK)
+            st = ifl_sparse_attn_bwd(b->ctx, cfg, NULL, &q, &k, &v, &sel, &out2, &lse2, &dout, &dq, &dk, &dv);
+        if (st == IFL_STATUS_OK) st = ifl_ctx_sync(b->ctx);
+    }
+    snprintf(msg, len, "%s", st == IFL_STATUS_OK ? "" : ifl_ctx_errmsg(b->ctx));
+    ifl_buffer_free(b->ctx, dev);
+    return st;
 }
 
 int cmd_bench(int argc, char **argv) {
@@ -1113,10 +1293,41 @@ int cmd_bench(int argc, char **argv) {
     cp.simd                  = simd;
     cp.check_finite          = check_finite;
     enum ifl_status st       = ifl_ctx_create(&cp, &b.ctx);
+    if (st != IFL_STATUS_OK && backend == IFL_BACKEND_CUDA) {
+        cli_error(cmd, "cannot create a cuda context: %s (no usable GPU?)", ifl_status_str(st));
+        return st == IFL_STATUS_UNSUPPORTED ? CLI_USAGE : CLI_FAILURE;
+    }
     if (st != IFL_STATUS_OK) {
         cli_error(cmd, "cannot create a %s context (simd %s, %lld threads): %s", backend_name, simd_name, threads,
                   ifl_status_str(st));
         return st == IFL_STATUS_UNSUPPORTED ? CLI_USAGE : CLI_FAILURE;
+    }
+    b.device = backend == IFL_BACKEND_CUDA; /* infllm.h: cuda computes on device memory */
+    rc       = CLI_FAILURE;
+    if (b.device) { /* the ops such a backend refuses are skipped, with a note */
+        static const int probed[] = {OP_CACHE, OP_BACKWARD};
+        int              skipped = 0, left = 0;
+        for (size_t i = 0; i < sizeof probed / sizeof probed[0]; i++) {
+            const int op = probed[i];
+            char      msg[512];
+            if (!want_op[op]) continue;
+            st = op == OP_CACHE ? probe_cache(&b, msg, sizeof msg) : probe_backward(&b, msg, sizeof msg);
+            if (st == IFL_STATUS_UNSUPPORTED) {
+                cli_error(cmd, "note: skipping op %s on the %s backend: %s", op_labels[op], backend_name, msg);
+                want_op[op] = 0;
+                skipped     = 1;
+            } else if (st != IFL_STATUS_OK) {
+                cli_error(cmd, "asking the %s backend whether it runs op %s: %s", backend_name, op_labels[op], msg);
+                goto done;
+            }
+        }
+        for (int op = 0; op < N_OPS; op++) left += want_op[op];
+        if (skipped && left == 0) {
+            cli_error(cmd, "nothing to run: the %s backend runs none of the ops asked for (--ops %s)", backend_name,
+                      ops_str ? ops_str : "");
+            rc = CLI_USAGE;
+            goto done;
+        }
     }
 
     int64_t max_keys = 1, max_nb = 1, max_w = 1, max_c1 = 0, max_c2 = 0;
@@ -1146,6 +1357,8 @@ int cmd_bench(int argc, char **argv) {
     double       total = 0;
     int          failed = 0;
     char         what[128];
+    /* the inputs in host memory (uploaded once generated, on a device backend), the outputs where
+     * the ops write them */
     for (int in = 0; in < N_INPUTS; in++) {
         if (!want_in[in]) continue;
         snprintf(what, sizeof what, "K of %lld keys (%s inputs)", (long long)max_keys, input_names[in]);
@@ -1155,23 +1368,24 @@ int cmd_bench(int argc, char **argv) {
     }
     snprintf(what, sizeof what, "V of %lld keys", (long long)max_keys);
     b.v    = alloc(cmd, what, (size_t)max_keys * krow, &total, &failed);
-    b.out  = alloc(cmd, "out", (size_t)max_tq * qrow, &total, &failed);
-    b.out2 = alloc(cmd, "out", (size_t)max_tq * qrow, &total, &failed);
-    b.lse  = alloc(cmd, "lse", (size_t)(max_tq * hq) * sizeof(float), &total, &failed);
-    b.lse2 = alloc(cmd, "lse", (size_t)(max_tq * hq) * sizeof(float), &total, &failed);
-    b.sel  = alloc(cmd, "the selection", (size_t)(hkv * max_tq * max_w) * sizeof(int32_t), &total, &failed);
+    const size_t sel_bytes = (size_t)(hkv * max_tq * max_w) * sizeof(int32_t);
+    b.out  = op_alloc(&b, "out", (size_t)max_tq * qrow, &total, &failed);
+    b.out2 = op_alloc(&b, "out", (size_t)max_tq * qrow, &total, &failed);
+    b.lse  = op_alloc(&b, "lse", (size_t)(max_tq * hq) * sizeof(float), &total, &failed);
+    b.lse2 = op_alloc(&b, "lse", (size_t)(max_tq * hq) * sizeof(float), &total, &failed);
+    b.sel  = op_alloc(&b, "the selection", sel_bytes, &total, &failed);
+    b.sel_host = b.device ? alloc(cmd, "the selection", sel_bytes, &total, &failed) : b.sel;
     b.seen = alloc(cmd, "a block bitmap", (size_t)max_nb, &total, &failed);
-    b.c1   = alloc(cmd, "compressed keys", (size_t)max_c1 * krow, &total, &failed);
-    b.c2   = alloc(cmd, "compressed keys", (size_t)max_c2 * krow, &total, &failed);
+    b.c1   = op_alloc(&b, "compressed keys", (size_t)max_c1 * krow, &total, &failed);
+    b.c2   = op_alloc(&b, "compressed keys", (size_t)max_c2 * krow, &total, &failed);
     if (want_op[OP_BACKWARD]) {
         b.dout = alloc(cmd, "dout", (size_t)chunk * qrow, &total, &failed);
-        b.dq   = alloc(cmd, "dq", (size_t)chunk * qrow, &total, &failed);
+        b.dq   = op_alloc(&b, "dq", (size_t)chunk * qrow, &total, &failed);
         snprintf(what, sizeof what, "dk of %lld keys", bwd_keys);
-        b.dk = alloc(cmd, what, (size_t)bwd_keys * krow, &total, &failed);
+        b.dk = op_alloc(&b, what, (size_t)bwd_keys * krow, &total, &failed);
         snprintf(what, sizeof what, "dv of %lld keys", bwd_keys);
-        b.dv = alloc(cmd, what, (size_t)bwd_keys * krow, &total, &failed);
+        b.dv = op_alloc(&b, what, (size_t)bwd_keys * krow, &total, &failed);
     }
-    rc = CLI_FAILURE;
     if (failed) goto done;
 
     /* ---- the synthetic inputs (one buffer of the largest size; smaller cases use its first rows) ---- */
@@ -1191,6 +1405,18 @@ int cmd_bench(int argc, char **argv) {
             cli_error(cmd, "out of memory");
             goto done;
         }
+    }
+    if (b.device) { /* once, untimed */
+        progress(1, "uploading the inputs to the %s backend", backend_name);
+        for (int in = 0; in < N_INPUTS; in++) {
+            if (!want_in[in]) continue;
+            snprintf(what, sizeof what, "K (%s inputs)", input_names[in]);
+            if (upload_input(&b, &b.k[in], INPUT_SLOT_K(in), (size_t)max_keys * krow, what, &total)) goto done;
+            snprintf(what, sizeof what, "Q (%s inputs)", input_names[in]);
+            if (upload_input(&b, &b.q[in], INPUT_SLOT_Q(in), (size_t)max_tq * qrow, what, &total)) goto done;
+        }
+        if (upload_input(&b, &b.v, INPUT_SLOT_V, (size_t)max_keys * krow, "V", &total)) goto done;
+        if (b.dout && upload_input(&b, &b.dout, INPUT_SLOT_DOUT, (size_t)chunk * qrow, "dout", &total)) goto done;
     }
 
     progress_clear();
@@ -1222,23 +1448,24 @@ int cmd_bench(int argc, char **argv) {
     if (stderr_tty) fputc('\n', stderr);
     rc = CLI_OK;
 done:
-    ifl_ctx_destroy(b.ctx);
     for (int in = 0; in < N_INPUTS; in++) {
-        free(b.k[in]);
-        free(b.q[in]);
+        input_free(&b, b.k[in], INPUT_SLOT_K(in));
+        input_free(&b, b.q[in], INPUT_SLOT_Q(in));
     }
-    free(b.v);
-    free(b.dout);
-    free(b.out);
-    free(b.out2);
-    free(b.c1);
-    free(b.c2);
-    free(b.dq);
-    free(b.dk);
-    free(b.dv);
-    free(b.lse);
-    free(b.lse2);
-    free(b.sel);
+    input_free(&b, b.v, INPUT_SLOT_V);
+    input_free(&b, b.dout, INPUT_SLOT_DOUT);
+    op_free(&b, b.out);
+    op_free(&b, b.out2);
+    op_free(&b, b.c1);
+    op_free(&b, b.c2);
+    op_free(&b, b.dq);
+    op_free(&b, b.dk);
+    op_free(&b, b.dv);
+    op_free(&b, b.lse);
+    op_free(&b, b.lse2);
+    op_free(&b, b.sel);
+    if (b.sel_host != b.sel) free(b.sel_host);
     free(b.seen);
+    ifl_ctx_destroy(b.ctx);
     return rc;
 }

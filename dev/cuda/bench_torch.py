@@ -1,8 +1,18 @@
 """dev/cuda/bench_torch.py -- PyTorch's scaled_dot_product_attention (cuDNN and flash backends) on the
-shapes dev/cuda/bench.cu times: causal prefill, standard shape (Hq 32, Hkv 2, D 128, bf16, batch 1),
-and decode (one query over N keys). Median of CUDA-event timings after warm-up, in the same run as
-bench.cu (dev/cuda/bench.sh). Usage: python3 bench_torch.py [--lens 8192,...] [--decode 32768,...]"""
+shapes scripts/bench_cuda.sh times with `infllm bench --backend cuda`: the full causal prefill of N
+queries over N keys and decode (one query over N keys), standard shape (Hq 32, Hkv 2, D 128, bf16,
+batch 1). Prefill: the key/value heads are expanded to the query heads before timing (GQA by
+repetition, what every backend accepts; compute-bound, so the expansion costs little). Decode: native
+GQA (enable_gqa=True, K and V read once, as a decode kernel must), falling back to the expanded heads
+for a backend that refuses it (then "kv": "expanded" in the JSON: 16x the bytes, not a fair decode
+baseline). Median of CUDA-event timings after a warm-up.
+
+Usage: python3 bench_torch.py [--lens 8192,...] [--decode 32768,...] [--reps 5] [--json FILE]
+--json writes one JSON object per (op, N, backend) to FILE (the table still goes to stdout).
+"""
 import argparse
+import json
+
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import sdpa_kernel, SDPBackend
@@ -11,9 +21,12 @@ ap = argparse.ArgumentParser()
 ap.add_argument("--lens", default="8192,32768,65536,131072")
 ap.add_argument("--decode", default="32768,131072")
 ap.add_argument("--reps", type=int, default=5)
+ap.add_argument("--json", default=None)
 a = ap.parse_args()
 Hq, Hkv, D = 32, 2, 128
 dev = "cuda"
+BACKENDS = [("cudnn", SDPBackend.CUDNN_ATTENTION), ("flash", SDPBackend.FLASH_ATTENTION)]
+records = []
 
 
 def timed(fn, reps):
@@ -31,16 +44,29 @@ def timed(fn, reps):
     return ts[len(ts) // 2]
 
 
-def run(backend, q, k, v, causal, reps):
-    # GQA: the key/value heads expanded to the query heads (what every backend accepts)
+def run(backend, q, k, v, causal, reps, gqa=False):
+    """(median ms, kv layout); NaN when the backend refuses the call."""
+    if gqa:
+        try:
+            with sdpa_kernel([backend]):
+                return timed(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=True),
+                             reps), "gqa"
+        except (RuntimeError, TypeError) as ex:
+            print("   ", backend, "refused enable_gqa:", str(ex).splitlines()[0])
     ke = k.repeat_interleave(Hq // Hkv, dim=1)
     ve = v.repeat_interleave(Hq // Hkv, dim=1)
     try:
         with sdpa_kernel([backend]):
-            return timed(lambda: F.scaled_dot_product_attention(q, ke, ve, is_causal=causal), reps)
+            return timed(lambda: F.scaled_dot_product_attention(q, ke, ve, is_causal=causal), reps), "expanded"
     except RuntimeError as ex:
         print("   ", backend, "failed:", str(ex).splitlines()[0])
-        return float("nan")
+        return float("nan"), "expanded"
+
+
+def record(op, n, name, ms, flop, reps, kv):
+    ok = ms == ms  # not NaN
+    records.append({"op": op, "n": n, "backend": name, "ms": ms if ok else None,
+                    "tflops": flop / ms * 1e-9 if ok and flop else None, "reps": reps, "kv": kv})
 
 
 print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}")
@@ -49,18 +75,30 @@ for N in [int(x) for x in a.lens.split(",") if x]:
     q = torch.randn(1, Hq, N, D, device=dev, dtype=torch.bfloat16)
     k = torch.randn(1, Hkv, N, D, device=dev, dtype=torch.bfloat16)
     v = torch.randn(1, Hkv, N, D, device=dev, dtype=torch.bfloat16)
-    fl = 2.0 * N * N * D * Hq
+    fl = 2.0 * N * N * D * Hq  # causal: half of the 4*N^2*D*Hq of the full square
     reps = a.reps if N < 65536 else max(2, a.reps // 2)
-    tc = run(SDPBackend.CUDNN_ATTENTION, q, k, v, True, reps)
-    tf = run(SDPBackend.FLASH_ATTENTION, q, k, v, True, reps)
-    print(f"{N:>7} | {tc:9.3f} {fl / tc * 1e-9:6.1f} | {tf:9.3f} {fl / tf * 1e-9:6.1f}", flush=True)
+    t = {}
+    for name, be in BACKENDS:
+        t[name], kv = run(be, q, k, v, True, reps)
+        record("prefill", N, name, t[name], fl, reps, kv)
+    print(f"{N:>7} | {t['cudnn']:9.3f} {fl / t['cudnn'] * 1e-9:6.1f} | {t['flash']:9.3f} {fl / t['flash'] * 1e-9:6.1f}",
+          flush=True)
     del q, k, v
     torch.cuda.empty_cache()
-print(f"\n{'decode N':>8} | {'cuDNN us':>9} | {'flash us':>9}")
+print(f"\n{'decode N':>8} | {'cuDNN us':>9} | {'flash us':>9}   (K, V: native GQA unless marked *expanded)")
 for N in [int(x) for x in a.decode.split(",") if x]:
     q = torch.randn(1, Hq, 1, D, device=dev, dtype=torch.bfloat16)
     k = torch.randn(1, Hkv, N, D, device=dev, dtype=torch.bfloat16)
     v = torch.randn(1, Hkv, N, D, device=dev, dtype=torch.bfloat16)
-    tc = run(SDPBackend.CUDNN_ATTENTION, q, k, v, False, 50)
-    tf = run(SDPBackend.FLASH_ATTENTION, q, k, v, False, 50)
-    print(f"{N:>8} | {tc * 1e3:9.1f} | {tf * 1e3:9.1f}", flush=True)
+    reps = 50
+    t = {}
+    for name, be in BACKENDS:
+        t[name], kv = run(be, q, k, v, False, reps, gqa=True)
+        t[name + "_kv"] = "" if kv == "gqa" else " *" + kv
+        record("decode", N, name, t[name], 4.0 * N * D * Hq, reps, kv)
+    print(f"{N:>8} | {t['cudnn'] * 1e3:9.1f}{t['cudnn_kv']} | {t['flash'] * 1e3:9.1f}{t['flash_kv']}", flush=True)
+if a.json:
+    with open(a.json, "w") as f:
+        for r in records:
+            r.update({"torch": torch.__version__, "device": torch.cuda.get_device_name()})
+            f.write(json.dumps(r) + "\n")
