@@ -6,6 +6,7 @@
 #   make check         `make test`, then the same tests built with AddressSanitizer + UBSan
 #   make CUDA=1        also the cuda backend (src/cuda/*.cu, nvcc, CUDA_ARCH=90a), under build/cuda/
 #   make test-cuda     build with CUDA=1 and run tests/test_cuda.c (prints SKIPPED without a GPU)
+#   make test-cuda-memcheck  the same on small shapes under compute-sanitizer (GPU machine)
 #   make fuzz          the parser fuzzers (clang libFuzzer), each for a bounded time
 #   make clean
 
