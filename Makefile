@@ -36,15 +36,15 @@ TOOL_SRC := $(wildcard tools/*.c)
 # The model runtime (runtime/): checkpoints, tokenizer, the MiniCPM4 forward pass, generation. It is
 # a layer above libinfllm (it calls only the public API, plus the cpu thread pool), linked into the
 # tool and the tests from its own archive. RUNTIME_ISA_SRC: files compiled once per instruction set.
-RUNTIME_ISA_SRC :=
+RUNTIME_ISA_SRC := runtime/linear_kernels.c
 RUNTIME_SRC     := $(filter-out $(RUNTIME_ISA_SRC),$(wildcard runtime/*.c))
 RUNTIME_OBJ     := $(RUNTIME_SRC:%.c=$(BUILD)/%.o) \
                    $(foreach isa,scalar avx2 avx512,$(RUNTIME_ISA_SRC:%.c=$(BUILD)/%.$(isa).o))
 
 # C tests (tests/NAME.c, each its own program). TESTS_TEXT: tokenizer, JSON, chat, sampling;
 # TESTS_MODEL: checkpoints and the forward pass.
-TESTS_TEXT  :=
-TESTS_MODEL :=
+TESTS_TEXT  := test_json test_tokenizer
+TESTS_MODEL := test_model
 TESTS    := test_ref test_api_misuse test_kv_cache test_backend_ops $(TESTS_TEXT) $(TESTS_MODEL)
 
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o) $(CPU_ISA_OBJ)
@@ -117,8 +117,39 @@ test: all $(TESTS:%=$(BUILD)/tests/%)
 # Script tests of the runtime (after the C tests above): the tokenizer against its npm oracle,
 # and the model tools end to end. Each recipe belongs to its part of the runtime.
 .PHONY: test-text-extra test-model-extra fuzz
-test-text-extra: all
+test-text-extra: all $(BUILD)/tests/tokenize_cli
+	@echo "== tokenizer against the Hugging Face tokenizers library (npm oracle, tests/tokenizer)"; \
+	  sh tests/tokenizer/check.sh $(BUILD)
+	@echo "== infllm run end to end (tests/test_run.sh)"; sh tests/test_run.sh $(BUILD)/infllm
 test-model-extra: all
+	@echo "== model runtime against its float64 oracle (tests/model_oracle)"; \
+	  python3 tests/model_oracle/selfcheck.py && python3 tests/model_oracle/check_model.py --infllm $(BUILD)/infllm
+
+# libFuzzer targets (fuzz/*.c) for the parsers of untrusted files: JSON, tokenizer.json (+ encode
+# and decode), safetensors headers. Each is built with clang -fsanitize=fuzzer,address,undefined
+# and run for FUZZ_TIME seconds from its seed corpus (fuzz/corpus/NAME, copied, so new inputs stay
+# under build/fuzz/). Needs clang and libFuzzer's runtime (Debian: clang-14 + libclang-rt-14-dev,
+# already on the c machine image); the target installs nothing. A crash fails the target.
+FUZZ_CC      ?= clang
+FUZZ_TIME    ?= 20
+FUZZ_CFLAGS  := -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -Iinclude
+FUZZ_TARGETS := fuzz_json fuzz_tokenizer fuzz_safetensors
+FUZZ_SRC_fuzz_json        := runtime/json.c
+FUZZ_SRC_fuzz_tokenizer   := runtime/json.c runtime/tokenizer_load.c runtime/tokenizer_bpe.c \
+                             runtime/tokenizer_decode.c runtime/tokenizer_write.c
+FUZZ_SRC_fuzz_safetensors := runtime/json.c runtime/safetensors.c runtime/safetensors_write.c
+build/fuzz/%: fuzz/%.c $(FUZZ_SRC_fuzz_tokenizer) $(FUZZ_SRC_fuzz_safetensors)
+	@mkdir -p build/fuzz
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_SRC_$*)
+fuzz: $(FUZZ_TARGETS:%=build/fuzz/%)
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  c=$${t#fuzz_}; rm -rf build/fuzz/corpus-$$c; mkdir -p build/fuzz/corpus-$$c; cp fuzz/corpus/$$c/* build/fuzz/corpus-$$c/; \
+	  echo "== $$t ($(FUZZ_TIME) s)"; \
+	  build/fuzz/$$t -max_total_time=$(FUZZ_TIME) -max_len=16384 -rss_limit_mb=2048 -print_final_stats=1 \
+	    -artifact_prefix=build/fuzz/$$t- build/fuzz/corpus-$$c 2>build/fuzz/$$t.log || \
+	    { tail -n 40 build/fuzz/$$t.log; echo "$$t: FAILED (log build/fuzz/$$t.log)"; exit 1; }; \
+	  grep -E "stat::number_of_executed_units|stat::peak_rss_mb" build/fuzz/$$t.log | tr '\n' ' '; echo; \
+	done; echo "fuzz: no crashes"
 
 # The sanitizer run repeats the C tests and the tool's error paths (the oracle sweep is skipped:
 # it checks numbers, which the plain build already did).

@@ -66,5 +66,11 @@ double cli_now(void);
 int cmd_attn(int argc, char **argv, int grad);
 int cmd_demo(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+/* the model runtime's commands (runtime/): cmd_model_init.c, cmd_logits.c, cmd_run.c (text
+ * generation: tokenizer, sampling, chat), cmd_bench_model.c (`infllm bench --model`) */
+int cmd_model_init(int argc, char **argv);
+int cmd_logits(int argc, char **argv);
+int cmd_run(int argc, char **argv);
+int cmd_bench_model(int argc, char **argv);
 
 #endif /* INFLLM_CLI_H */

@@ -28,6 +28,7 @@
 
 static const char bench_usage[] =
     "usage: infllm bench [options]\n"
+    "       infllm bench --model DIR [options]   (the model runtime: infllm bench --model x --help)\n"
     "\n"
     "Times dense causal attention against InfLLM-V2 sparse attention on synthetic inputs:\n"
     "decode (1 query after N-1 keys), a prefill chunk (--queries queries at the end of N keys),\n"
@@ -1155,6 +1156,8 @@ static enum ifl_status probe_backward(struct bench *b, char *msg, size_t len) {
 
 int cmd_bench(int argc, char **argv) {
     const char *cmd = "bench";
+    for (int i = 2; i < argc; i++) /* the model runtime's benchmark has its own options */
+        if (strcmp(argv[i], "--model") == 0 || strncmp(argv[i], "--model=", 8) == 0) return cmd_bench_model(argc, argv);
     long long   hq = 32, hkv = 2, d = 128, chunk = 512, bwd_keys = -1, runs = 0, threads = 0, seed = 1;
     const char *backend_name = "cpu", *dtype_name = "bf16", *simd_name = "auto", *keys_str = NULL;
     const char *ops_str = NULL, *inputs_str = "random,correlated";

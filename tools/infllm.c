@@ -18,6 +18,9 @@ static const char usage[] =
     "  attn      attention forward on .npy files (selection, sparse or dense)\n"
     "  grad      attention backward on .npy files\n"
     "  bench     time dense vs sparse attention (decode, prefill, backward) on synthetic inputs\n"
+    "  run       generate text with a MiniCPM4 checkpoint (tokenizer, chat template, sampling)\n"
+    "  model-init  write a randomly initialised MiniCPM4 checkpoint (tiny, 0.5b, 8b shapes)\n"
+    "  logits    run a checkpoint over token ids, write the logits of every position (.npy)\n"
     "  version   print the library version and the backends of this build\n";
 
 static int cmd_version(int argc, char **argv) {
@@ -50,6 +53,9 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "grad") == 0) return cmd_attn(argc, argv, 1);
     if (strcmp(cmd, "demo") == 0) return cmd_demo(argc, argv);
     if (strcmp(cmd, "bench") == 0) return cmd_bench(argc, argv);
+    if (strcmp(cmd, "model-init") == 0) return cmd_model_init(argc, argv);
+    if (strcmp(cmd, "logits") == 0) return cmd_logits(argc, argv);
+    if (strcmp(cmd, "run") == 0) return cmd_run(argc, argv);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) return cmd_version(argc, argv);
     fprintf(stderr, "infllm: unknown command '%s'\n\n%s", cmd, usage);
     return CLI_USAGE;

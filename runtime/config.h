@@ -1,0 +1,72 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * config.h -- a MiniCPM4 config.json (minicpm4.md §3.2): the keys the runtime reads, with the
+ * class defaults of MiniCPMConfig for absent keys, except scale_emb, scale_depth and
+ * dim_model_base, which a minicpm config must state (§2.7: their defaults of 1 give wrong
+ * logits). Unknown keys are ignored (released configs carry auto_map, torch_dtype, ...).
+ */
+#ifndef INFLLM_RT_CONFIG_H
+#define INFLLM_RT_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define RT_MAX_EOS      16
+#define RT_MAX_ROPE_EXT 512 /* LongRoPE factors (D/2) */
+
+enum rt_rope_type {
+    RT_ROPE_NONE,     /* rope_scaling null: plain RoPE */
+    RT_ROPE_LONGROPE, /* per-dimension factors (MiniCPM4) */
+    RT_ROPE_LINEAR,   /* positions divided by factor */
+};
+
+struct rt_sparse {
+    int     present;              /* sparse_config was given (non-null) */
+    int32_t kernel_size;          /* 32 */
+    int32_t kernel_stride;        /* 16 */
+    int32_t init_blocks;          /* 1 */
+    int32_t block_size;           /* 64 */
+    int32_t window_size;          /* 2048 */
+    int32_t topk;                 /* 64 */
+    int     use_nope;             /* false (true is refused) */
+    int64_t dense_len;            /* 8192; -1 = always sparse */
+};
+
+struct rt_config {
+    char    model_type[32];          /* "minicpm" */
+    int64_t vocab_size;              /* V */
+    int64_t hidden_size;             /* H */
+    int64_t intermediate_size;       /* I */
+    int64_t num_hidden_layers;       /* L */
+    int64_t num_attention_heads;     /* Hq */
+    int64_t num_key_value_heads;     /* Hkv */
+    int64_t head_dim;                /* D = H / Hq (derived) */
+    int64_t max_position_embeddings;
+    double  rms_norm_eps;
+    double  rope_theta;
+    enum rt_rope_type rope_type;
+    int64_t rope_original_max;       /* rope_scaling.original_max_position_embeddings */
+    double  rope_linear_factor;      /* rope_scaling.factor (linear) */
+    int     n_rope_factors;          /* D/2 for longrope, else 0 */
+    double  rope_long[RT_MAX_ROPE_EXT];
+    double  rope_short[RT_MAX_ROPE_EXT];
+    double  scale_emb;
+    double  scale_depth;
+    double  dim_model_base;
+    int     tie_word_embeddings;
+    int64_t bos_token_id;            /* -1 if null */
+    int     n_eos;
+    int64_t eos_token_id[RT_MAX_EOS];
+    int64_t pad_token_id;            /* -1 if absent */
+    struct rt_sparse sparse;
+};
+
+/* Parses and checks the text of a config.json (len bytes); `path` only names it in messages.
+ * Returns 0, or -1 with "PATH: key 'K': problem" in err. */
+int rt_config_parse(const char *text, size_t len, const char *path, struct rt_config *cfg,
+                    char *err, size_t errlen);
+
+/* Reads and parses a file. */
+int rt_config_load(const char *path, struct rt_config *cfg, char *err, size_t errlen);
+
+#endif /* INFLLM_RT_CONFIG_H */
