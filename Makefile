@@ -97,8 +97,8 @@ $(BUILD)/libinfllm_runtime.a: $(RUNTIME_OBJ)
 $(BUILD)/infllm: $(TOOL_OBJ) $(BUILD)/libinfllm_runtime.a $(BUILD)/libinfllm.a
 	$(CC) $(LDFLAGS) -o $@ $(TOOL_OBJ) $(BUILD)/libinfllm_runtime.a $(BUILD)/libinfllm.a $(LDLIBS)
 
-$(BUILD)/tests/%: $(BUILD)/tests/%.o $(BUILD)/tests/harness.o $(BUILD)/libinfllm_runtime.a $(BUILD)/libinfllm.a
-	$(CC) $(LDFLAGS) -o $@ $< $(BUILD)/tests/harness.o $(BUILD)/libinfllm_runtime.a $(BUILD)/libinfllm.a $(LDLIBS)
+$(BUILD)/tests/%: $(BUILD)/tests/%.o $(BUILD)/tests/harness.o $(BUILD)/tests/backend_check.o $(BUILD)/libinfllm_runtime.a $(BUILD)/libinfllm.a
+	$(CC) $(LDFLAGS) -o $@ $< $(BUILD)/tests/harness.o $(BUILD)/tests/backend_check.o $(BUILD)/libinfllm_runtime.a $(BUILD)/libinfllm.a $(LDLIBS)
 
 demo: all
 	$(BUILD)/infllm demo
