@@ -99,6 +99,12 @@ static const struct spec specs[] = {
     {.nseq = 2, .batched = 1, .tq = {100, 20}, .tk = {300, 140}, .hq = 2, .hkv = 2, .d = 40, .init = 0, .exact = 1,
      .regime = REG_TIES},
     {.nseq = 1, .tq = {1}, .tk = {700}, .hq = 16, .hkv = 1, .d = 100, .init = 0},
+    /* decode with a task per thread: the selection converts its own compressed-key tiles (more
+     * than one tile of 64 fine keys), checked against the ref and, across thread counts, against
+     * the prepared-tile path (3 threads) bitwise */
+    {.nseq = 1, .tq = {1}, .tk = {900}, .hq = 16, .hkv = 2, .d = 64, .init = 1, .det = 1},
+    {.nseq = 3, .batched = 1, .tq = {1, 1, 1}, .tk = {530, 1, 777}, .hq = 8, .hkv = 2, .d = 128, .init = 1,
+     .exact = 1, .det = 1},
     {.nseq = 1, .tq = {64}, .tk = {700}, .hq = 8, .hkv = 2, .d = 128, .init = 1, .exact = 1, .det = 1},
     /* packed batches: different past values, a sequence with no queries, a dense one */
     {.nseq = 3, .batched = 1, .tq = {7, 40, 1}, .tk = {7, 140, 261}, .hq = 8, .hkv = 2, .d = 64, .init = 1,
