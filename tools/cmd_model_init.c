@@ -12,6 +12,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 static const char usage[] =
     "usage: infllm model-init --out DIR --config NAME [options]\n"
@@ -46,8 +47,10 @@ static void show_progress(void *user, int64_t done, int64_t total) {
     if (total < (64ll << 20) || (t - p->last < 1.0 && done < total)) return;
     p->last  = t;
     p->shown = 1;
-    fprintf(stderr, "\rinfllm model-init: %.1f of %.1f GB written", done / 1e9, total / 1e9);
-    if (done == total) fputc('\n', stderr);
+    /* on a terminal one line rewritten in place, elsewhere (a log) a line each time */
+    int tty = isatty(fileno(stderr));
+    fprintf(stderr, "%sinfllm model-init: %.1f of %.1f GB written", tty ? "\r" : "", done / 1e9, total / 1e9);
+    if (done == total || !tty) fputc('\n', stderr);
 }
 
 int cmd_model_init(int argc, char **argv) {
