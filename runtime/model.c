@@ -6,25 +6,13 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include "model_impl.h"
+#include "errmsg.h"
 
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 3, 4)))
-#endif
-    ;
-static int fail(char *err, size_t errlen, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return -1;
-}
 
 struct rt_model_options rt_model_options_default(void) {
     struct rt_model_options o;
@@ -61,12 +49,12 @@ int rt_model_load(const char *dir, const struct rt_model_options *opt, struct rt
     char                    path[4096];
     *out = NULL;
     if (o.attention < RT_ATTN_AUTO || o.attention > RT_ATTN_SPARSE)
-        return fail(err, errlen, "attention mode %d: expected auto, dense or sparse", o.attention);
+        return rt_fail(err, errlen, "attention mode %d: expected auto, dense or sparse", o.attention);
     if (o.kv_dtype < RT_KV_AUTO || o.kv_dtype > RT_KV_F32)
-        return fail(err, errlen, "kv_dtype %d: expected auto, bf16 or f32", o.kv_dtype);
-    if (o.max_context < 0) return fail(err, errlen, "max_context %lld: expected >= 0", (long long)o.max_context);
+        return rt_fail(err, errlen, "kv_dtype %d: expected auto, bf16 or f32", o.kv_dtype);
+    if (o.max_context < 0) return rt_fail(err, errlen, "max_context %lld: expected >= 0", (long long)o.max_context);
     struct rt_model *m = calloc(1, sizeof *m);
-    if (!m) return fail(err, errlen, "out of memory");
+    if (!m) return rt_fail(err, errlen, "out of memory");
     snprintf(path, sizeof path, "%s/config.json", dir);
     if (rt_config_load(path, &m->cfg, err, errlen) != 0) goto bad;
     if (rt_model_load_weights(m, dir, err, errlen) != 0) goto bad;
@@ -80,7 +68,7 @@ int rt_model_load(const char *dir, const struct rt_model_options *opt, struct rt
     cp.n_threads             = rt_linear_threads(m->lin);
     enum ifl_status st       = ifl_ctx_create(&cp, &m->ctx);
     if (st != IFL_STATUS_OK) {
-        fail(err, errlen, "cannot create the attention context: %s", ifl_status_str(st));
+        rt_fail(err, errlen, "cannot create the attention context: %s", ifl_status_str(st));
         goto bad;
     }
     m->scfg     = cache_config(c, o.attention);
@@ -88,7 +76,7 @@ int rt_model_load(const char *dir, const struct rt_model_options *opt, struct rt
                   : o.kv_dtype == RT_KV_BF16 ? IFL_DTYPE_BF16
                   : m->embed.type == RT_W_F32 ? IFL_DTYPE_F32 : IFL_DTYPE_BF16;
     if (ifl_sparse_config_check(m->ctx, &m->scfg) != IFL_STATUS_OK) {
-        fail(err, errlen, "%s: sparse_config: %s", path, ifl_ctx_errmsg(m->ctx));
+        rt_fail(err, errlen, "%s: sparse_config: %s", path, ifl_ctx_errmsg(m->ctx));
         goto bad;
     }
     struct ifl_kv_cache_params kp = ifl_kv_cache_params_default();
@@ -100,7 +88,7 @@ int rt_model_load(const char *dir, const struct rt_model_options *opt, struct rt
     kp.cfg                        = m->scfg;
     for (int64_t l = 0; l < c->num_hidden_layers; l++)
         if (ifl_kv_cache_create(m->ctx, &kp, &m->layers[l].cache) != IFL_STATUS_OK) {
-            fail(err, errlen, "KV cache of layer %lld (%lld tokens): %s", (long long)l,
+            rt_fail(err, errlen, "KV cache of layer %lld (%lld tokens): %s", (long long)l,
                  (long long)m->capacity, ifl_ctx_errmsg(m->ctx));
             goto bad;
         }
@@ -143,7 +131,7 @@ void rt_model_reset(struct rt_model *m) {
 
 int rt_model_truncate(struct rt_model *m, int64_t n, char *err, size_t errlen) {
     if (n < 0 || n > rt_model_len(m))
-        return fail(err, errlen, "truncate to %lld: the cache holds %lld tokens", (long long)n, (long long)rt_model_len(m));
+        return rt_fail(err, errlen, "truncate to %lld: the cache holds %lld tokens", (long long)n, (long long)rt_model_len(m));
     for (int64_t l = 0; l < m->cfg.num_hidden_layers; l++) ifl_kv_cache_truncate(m->ctx, m->layers[l].cache, 0, n);
     return 0;
 }
@@ -151,12 +139,12 @@ int rt_model_truncate(struct rt_model *m, int64_t n, char *err, size_t errlen) {
 int rt_model_prefill(struct rt_model *m, const int32_t *tokens, int64_t n, int64_t chunk,
                      void (*progress)(void *user, int64_t done, int64_t total), void *user,
                      float *logits, char *err, size_t errlen) {
-    if (!m || !tokens || n < 1) return fail(err, errlen, "prefill: no tokens");
-    if (chunk < 0) return fail(err, errlen, "prefill: chunk %lld: expected >= 0", (long long)chunk);
+    if (!m || !tokens || n < 1) return rt_fail(err, errlen, "prefill: no tokens");
+    if (chunk < 0) return rt_fail(err, errlen, "prefill: chunk %lld: expected >= 0", (long long)chunk);
     if (chunk == 0) chunk = 512;
     int64_t len0 = rt_model_len(m);
     if (len0 + n > m->capacity)
-        return fail(err, errlen, "%lld tokens after %lld cached exceed the context of %lld tokens",
+        return rt_fail(err, errlen, "%lld tokens after %lld cached exceed the context of %lld tokens",
                     (long long)n, (long long)len0, (long long)m->capacity);
     for (int64_t done = 0; done < n;) {
         int64_t k    = n - done < chunk ? n - done : chunk;
@@ -172,13 +160,13 @@ int rt_model_prefill(struct rt_model *m, const int32_t *tokens, int64_t n, int64
 }
 
 int rt_model_decode(struct rt_model *m, int32_t token, float *logits, char *err, size_t errlen) {
-    if (!m) return fail(err, errlen, "decode: no model");
+    if (!m) return rt_fail(err, errlen, "decode: no model");
     return rt_model_run_chunk(m, &token, 1, logits, 0, err, errlen);
 }
 
 int rt_model_forward(struct rt_model *m, const int32_t *tokens, int64_t n, float *logits,
                      char *err, size_t errlen) {
-    if (!m || !tokens || n < 1) return fail(err, errlen, "forward: no tokens");
+    if (!m || !tokens || n < 1) return rt_fail(err, errlen, "forward: no tokens");
     return rt_model_run_chunk(m, tokens, n, logits, 1, err, errlen);
 }
 
@@ -186,10 +174,10 @@ int rt_model_fill_synthetic(struct rt_model *m, int64_t n, uint64_t seed, char *
     const struct rt_config *c = &m->cfg;
     const int64_t           Hkv = c->num_key_value_heads, D = c->head_dim, step = 1024;
     if (n < 0 || rt_model_len(m) + n > m->capacity)
-        return fail(err, errlen, "%lld synthetic tokens after %lld exceed the context of %lld", (long long)n,
+        return rt_fail(err, errlen, "%lld synthetic tokens after %lld exceed the context of %lld", (long long)n,
                     (long long)rt_model_len(m), (long long)m->capacity);
     float *buf = malloc(sizeof(float) * (size_t)(2 * step * Hkv * D));
-    if (!buf) return fail(err, errlen, "out of memory");
+    if (!buf) return rt_fail(err, errlen, "out of memory");
     uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
     for (int64_t l = 0; l < c->num_hidden_layers; l++)
         for (int64_t done = 0; done < n; done += step) {
@@ -204,7 +192,7 @@ int rt_model_fill_synthetic(struct rt_model *m, int64_t n, uint64_t seed, char *
             struct ifl_tensor tv     = ifl_tensor_make(buf + k * Hkv * D, IFL_DTYPE_F32, 3, shp);
             if (ifl_kv_cache_append(m->ctx, m->layers[l].cache, 0, &tk, &tv) != IFL_STATUS_OK) {
                 free(buf);
-                return fail(err, errlen, "KV cache append: %s", ifl_ctx_errmsg(m->ctx));
+                return rt_fail(err, errlen, "KV cache append: %s", ifl_ctx_errmsg(m->ctx));
             }
         }
     free(buf);

@@ -12,25 +12,13 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include "model_impl.h"
+#include "errmsg.h"
 
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 3, 4)))
-#endif
-    ;
-static int fail(char *err, size_t errlen, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return -1;
-}
 
 /* ---- RoPE tables (§2.4): the fp32 recipe of the HF code ---- */
 
@@ -39,7 +27,7 @@ int rt_model_rope_init(struct rt_model *m, int64_t max_context, char *err, size_
     const int64_t           half = c->head_dim / 2;
     m->rope_inv                  = malloc(sizeof(float) * (size_t)half);
     m->rope_rext                 = malloc(sizeof(float) * (size_t)half);
-    if (!m->rope_inv || !m->rope_rext) return fail(err, errlen, "out of memory");
+    if (!m->rope_inv || !m->rope_rext) return rt_fail(err, errlen, "out of memory");
     int64_t      max_pos = c->max_position_embeddings > max_context ? c->max_position_embeddings : max_context;
     const double *ext    = NULL;
     m->rope_s            = 1.0f;
@@ -130,7 +118,7 @@ static int ensure_scratch(struct rt_model *m, int64_t n, char *err, size_t errle
         *bufs[i] = malloc(sizeof(float) * (size_t)(n * sizes[i]));
         if (!*bufs[i]) {
             m->scratch_n = 0;
-            return fail(err, errlen, "out of memory for a chunk of %lld tokens", (long long)n);
+            return rt_fail(err, errlen, "out of memory for a chunk of %lld tokens", (long long)n);
         }
     }
     m->scratch_n = n;
@@ -148,7 +136,7 @@ static int layer_forward(struct rt_model *m, struct rt_layer *L, int64_t n, char
     rmsnorm(m->x, L->g_in, m->a, n, H, c->rms_norm_eps, 1.0f);
     struct rt_mat qkv[3] = {L->wq, L->wk, L->wv};
     float        *out3[3] = {m->q, m->k, m->v};
-    if (rt_linear_multi(m->lin, qkv, 3, m->a, n, out3) != 0) return fail(err, errlen, "out of memory");
+    if (rt_linear_multi(m->lin, qkv, 3, m->a, n, out3) != 0) return rt_fail(err, errlen, "out of memory");
     rope_apply(m, m->q, n, Hq);
     rope_apply(m, m->k, n, Hkv);
 
@@ -158,22 +146,22 @@ static int layer_forward(struct rt_model *m, struct rt_layer *L, int64_t n, char
     struct ifl_tensor tq = ifl_tensor_make(m->q, IFL_DTYPE_F32, 3, shp_q);
     struct ifl_tensor to = ifl_tensor_make(m->att, IFL_DTYPE_F32, 3, shp_q);
     if (ifl_kv_cache_append(m->ctx, L->cache, 0, &tk, &tv) != IFL_STATUS_OK)
-        return fail(err, errlen, "KV cache append: %s", ifl_ctx_errmsg(m->ctx));
+        return rt_fail(err, errlen, "KV cache append: %s", ifl_ctx_errmsg(m->ctx));
     if (ifl_kv_cache_attn(m->ctx, L->cache, 0, &tq, &to, NULL, NULL, NULL) != IFL_STATUS_OK)
-        return fail(err, errlen, "attention: %s", ifl_ctx_errmsg(m->ctx));
+        return rt_fail(err, errlen, "attention: %s", ifl_ctx_errmsg(m->ctx));
 
-    if (rt_linear_fwd(m->lin, &L->wo, m->att, n, m->o) != 0) return fail(err, errlen, "out of memory");
+    if (rt_linear_fwd(m->lin, &L->wo, m->att, n, m->o) != 0) return rt_fail(err, errlen, "out of memory");
     for (int64_t i = 0; i < n * H; i++) m->x[i] += r * m->o[i];
 
     rmsnorm(m->x, L->g_post, m->a, n, H, c->rms_norm_eps, 1.0f);
     struct rt_mat gu[2]   = {L->wg, L->wu};
     float        *out2[2] = {m->g, m->u};
-    if (rt_linear_multi(m->lin, gu, 2, m->a, n, out2) != 0) return fail(err, errlen, "out of memory");
+    if (rt_linear_multi(m->lin, gu, 2, m->a, n, out2) != 0) return rt_fail(err, errlen, "out of memory");
     for (int64_t i = 0; i < n * I; i++) {
         float z = m->g[i];
         m->g[i] = z / (1.0f + expf(-z)) * m->u[i];
     }
-    if (rt_linear_fwd(m->lin, &L->wd, m->g, n, m->o) != 0) return fail(err, errlen, "out of memory");
+    if (rt_linear_fwd(m->lin, &L->wd, m->g, n, m->o) != 0) return rt_fail(err, errlen, "out of memory");
     for (int64_t i = 0; i < n * H; i++) m->x[i] += r * m->o[i];
     return 0;
 }
@@ -183,13 +171,13 @@ int rt_model_run_chunk(struct rt_model *m, const int32_t *tokens, int64_t n, flo
     const struct rt_config *c   = &m->cfg;
     const int64_t           H   = c->hidden_size;
     const int64_t           len = ifl_kv_cache_len(m->layers[0].cache, 0);
-    if (n < 1) return fail(err, errlen, "no tokens");
+    if (n < 1) return rt_fail(err, errlen, "no tokens");
     if (len + n > m->capacity)
-        return fail(err, errlen, "%lld tokens after %lld cached exceed the context of %lld tokens",
+        return rt_fail(err, errlen, "%lld tokens after %lld cached exceed the context of %lld tokens",
                     (long long)n, (long long)len, (long long)m->capacity);
     for (int64_t t = 0; t < n; t++)
         if (tokens[t] < 0 || tokens[t] >= c->vocab_size)
-            return fail(err, errlen, "token %lld (at %lld) is outside the vocabulary [0, %lld)",
+            return rt_fail(err, errlen, "token %lld (at %lld) is outside the vocabulary [0, %lld)",
                         (long long)tokens[t], (long long)t, (long long)c->vocab_size);
     if (ensure_scratch(m, n, err, errlen) != 0) return -1;
     for (int64_t t = 0; t < n; t++) embed_row(&m->embed, tokens[t], (float)c->scale_emb, m->x + t * H);
@@ -205,7 +193,7 @@ int rt_model_run_chunk(struct rt_model *m, const int32_t *tokens, int64_t n, flo
     rmsnorm(h, m->g_final, m->a, rows, H, c->rms_norm_eps, (float)(c->dim_model_base / (double)H));
     if (rt_linear_fwd(m->lin, &m->head, m->a, rows, logits) != 0) {
         for (int64_t j = 0; j < c->num_hidden_layers; j++) ifl_kv_cache_truncate(m->ctx, m->layers[j].cache, 0, len);
-        return fail(err, errlen, "out of memory");
+        return rt_fail(err, errlen, "out of memory");
     }
     return 0;
 }

@@ -8,6 +8,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include "model_impl.h"
+#include "errmsg.h"
 
 #include "json.h"
 
@@ -17,19 +18,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 3, 4)))
-#endif
-    ;
-static int fail(char *err, size_t errlen, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return -1;
-}
 
 static int exists(const char *path) {
     struct stat st;
@@ -71,18 +59,18 @@ static int open_index(struct rt_model *m, const char *dir, const char *ipath,
     const struct json_value *root = json_root(*doc);
     const struct json_value *wm   = json_get(root, "weight_map");
     if (root->type != JSON_OBJECT || !wm || wm->type != JSON_OBJECT)
-        return fail(err, errlen, "%s: key 'weight_map': missing or not an object", ipath);
+        return rt_fail(err, errlen, "%s: key 'weight_map': missing or not an object", ipath);
     size_t n = json_len(wm);
-    if (n == 0) return fail(err, errlen, "%s: key 'weight_map': empty", ipath);
+    if (n == 0) return rt_fail(err, errlen, "%s: key 'weight_map': empty", ipath);
     m->files = calloc(n, sizeof *m->files);
-    if (!m->files) return fail(err, errlen, "%s: out of memory", ipath);
+    if (!m->files) return rt_fail(err, errlen, "%s: out of memory", ipath);
     for (size_t i = 0; i < n; i++) {
         const struct json_member *mb = json_member_at(wm, i);
         size_t                    len;
         const char               *shard = json_string(&mb->value, &len);
         if (!shard || len == 0 || len != strlen(shard) || strchr(shard, '/') || strcmp(shard, "..") == 0 ||
             strcmp(shard, ".") == 0)
-            return fail(err, errlen, "%s: weight_map['%s']: expected a file name in the same directory",
+            return rt_fail(err, errlen, "%s: weight_map['%s']: expected a file name in the same directory",
                         ipath, mb->key);
         int seen = 0;
         for (int f = 0; f < m->n_files && !seen; f++) {
@@ -93,7 +81,7 @@ static int open_index(struct rt_model *m, const char *dir, const char *ipath,
         char path[4096];
         snprintf(path, sizeof path, "%s/%s", dir, shard);
         if (!exists(path))
-            return fail(err, errlen, "%s: weight_map['%s'] names the shard %s, which does not exist", ipath,
+            return rt_fail(err, errlen, "%s: weight_map['%s'] names the shard %s, which does not exist", ipath,
                         mb->key, path);
         if (st_open(path, &m->files[m->n_files], err, errlen) != 0) return -1;
         m->n_files++;
@@ -105,12 +93,12 @@ static int open_index(struct rt_model *m, const char *dir, const char *ipath,
 static int want(struct rt_model *m, struct table *tb, const char *name, int64_t r, int64_t c,
                 struct rt_mat *out, char *err, size_t errlen) {
     struct found *f = lookup(tb, name);
-    if (!f) return fail(err, errlen, "%s: missing tensor '%s'", m->n_files == 1 ? m->files[0].path : "checkpoint", name);
+    if (!f) return rt_fail(err, errlen, "%s: missing tensor '%s'", m->n_files == 1 ? m->files[0].path : "checkpoint", name);
     const struct st_tensor *t    = f->t;
     const char             *file = m->files[f->file].path;
     f->used                      = 1;
     if (t->dtype != ST_BF16 && t->dtype != ST_F16 && t->dtype != ST_F32)
-        return fail(err, errlen, "%s: tensor '%s': dtype %s, expected BF16, F16 or F32", file, name,
+        return rt_fail(err, errlen, "%s: tensor '%s': dtype %s, expected BF16, F16 or F32", file, name,
                     st_dtype_name(t->dtype));
     int ok = c ? (t->ndim == 2 && t->shape[0] == r && t->shape[1] == c) : (t->ndim == 1 && t->shape[0] == r);
     if (!ok) {
@@ -119,9 +107,9 @@ static int want(struct rt_model *m, struct table *tb, const char *name, int64_t 
             p += snprintf(p, (size_t)(got + sizeof got - p), "%s%lld", d ? ", " : "", (long long)t->shape[d]);
         snprintf(p, (size_t)(got + sizeof got - p), "]");
         if (c)
-            return fail(err, errlen, "%s: tensor '%s': shape %s, expected [%lld, %lld]", file, name, got,
+            return rt_fail(err, errlen, "%s: tensor '%s': shape %s, expected [%lld, %lld]", file, name, got,
                         (long long)r, (long long)c);
-        return fail(err, errlen, "%s: tensor '%s': shape %s, expected [%lld]", file, name, got, (long long)r);
+        return rt_fail(err, errlen, "%s: tensor '%s': shape %s, expected [%lld]", file, name, got, (long long)r);
     }
     out->data = t->data;
     out->type = t->dtype == ST_BF16 ? RT_W_BF16 : t->dtype == ST_F16 ? RT_W_F16 : RT_W_F32;
@@ -148,7 +136,7 @@ static int want_norm(struct rt_model *m, struct table *tb, const char *name, flo
                      size_t errlen) {
     struct rt_mat w;
     if (want(m, tb, name, m->cfg.hidden_size, 0, &w, err, errlen) != 0) return -1;
-    if (!(*out = norm_f32(&w))) return fail(err, errlen, "out of memory");
+    if (!(*out = norm_f32(&w))) return rt_fail(err, errlen, "out of memory");
     return 0;
 }
 
@@ -164,12 +152,12 @@ int rt_model_load_weights(struct rt_model *m, const char *dir, char *err, size_t
     } else {
         snprintf(path, sizeof path, "%s/model.safetensors", dir);
         if (!exists(path)) {
-            fail(err, errlen, "%s: neither model.safetensors nor model.safetensors.index.json found", dir);
+            rt_fail(err, errlen, "%s: neither model.safetensors nor model.safetensors.index.json found", dir);
             goto done;
         }
         m->files = calloc(1, sizeof *m->files);
         if (!m->files || st_open(path, &m->files[0], err, errlen) != 0) {
-            if (!m->files) fail(err, errlen, "out of memory");
+            if (!m->files) rt_fail(err, errlen, "out of memory");
             goto done;
         }
         m->n_files = 1;
@@ -177,7 +165,7 @@ int rt_model_load_weights(struct rt_model *m, const char *dir, char *err, size_t
     for (int f = 0; f < m->n_files; f++) tb.n += m->files[f].n_tensors;
     tb.all = calloc((size_t)(tb.n ? tb.n : 1), sizeof *tb.all);
     if (!tb.all) {
-        fail(err, errlen, "out of memory");
+        rt_fail(err, errlen, "out of memory");
         goto done;
     }
     tb.n = 0;
@@ -186,7 +174,7 @@ int rt_model_load_weights(struct rt_model *m, const char *dir, char *err, size_t
     qsort(tb.all, (size_t)tb.n, sizeof *tb.all, cmp_found);
     for (int64_t i = 1; i < tb.n; i++)
         if (strcmp(tb.all[i].t->name, tb.all[i - 1].t->name) == 0) {
-            fail(err, errlen, "tensor '%s' appears in both %s and %s", tb.all[i].t->name,
+            rt_fail(err, errlen, "tensor '%s' appears in both %s and %s", tb.all[i].t->name,
                  m->files[tb.all[i - 1].file].path, m->files[tb.all[i].file].path);
             goto done;
         }
@@ -197,18 +185,18 @@ int rt_model_load_weights(struct rt_model *m, const char *dir, char *err, size_t
             const char *base  = strrchr(file, '/');
             base              = base ? base + 1 : file;
             if (!shard) {
-                fail(err, errlen, "%s: tensor '%s' is not in the index's weight_map", file, tb.all[i].t->name);
+                rt_fail(err, errlen, "%s: tensor '%s' is not in the index's weight_map", file, tb.all[i].t->name);
                 goto done;
             }
             if (strcmp(shard, base) != 0) {
-                fail(err, errlen, "%s: tensor '%s': the index places it in %s", file, tb.all[i].t->name, shard);
+                rt_fail(err, errlen, "%s: tensor '%s': the index places it in %s", file, tb.all[i].t->name, shard);
                 goto done;
             }
         }
         for (size_t i = 0; i < json_len(wmap); i++) {
             const char *name = json_member_at(wmap, i)->key;
             if (!lookup(&tb, name)) {
-                fail(err, errlen, "%s/model.safetensors.index.json: weight_map names tensor '%s', which its shard %s lacks",
+                rt_fail(err, errlen, "%s/model.safetensors.index.json: weight_map names tensor '%s', which its shard %s lacks",
                      dir, name, json_string(&json_member_at(wmap, i)->value, NULL));
                 goto done;
             }
@@ -221,7 +209,7 @@ int rt_model_load_weights(struct rt_model *m, const char *dir, char *err, size_t
     if (want(m, &tb, "model.embed_tokens.weight", V, H, &m->embed, err, errlen)) goto done;
     m->layers = calloc((size_t)c->num_hidden_layers, sizeof *m->layers);
     if (!m->layers) {
-        fail(err, errlen, "out of memory");
+        rt_fail(err, errlen, "out of memory");
         goto done;
     }
     for (int64_t l = 0; l < c->num_hidden_layers; l++) {
@@ -253,7 +241,7 @@ int rt_model_load_weights(struct rt_model *m, const char *dir, char *err, size_t
     }
     for (int64_t i = 0; i < tb.n; i++)
         if (!tb.all[i].used) {
-            fail(err, errlen, "%s: unexpected tensor '%s' (not part of a MiniCPM4 checkpoint of this config)",
+            rt_fail(err, errlen, "%s: unexpected tensor '%s' (not part of a MiniCPM4 checkpoint of this config)",
                  m->files[tb.all[i].file].path, tb.all[i].t->name);
             goto done;
         }

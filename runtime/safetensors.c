@@ -6,6 +6,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include "safetensors.h"
+#include "errmsg.h"
 
 #include "json.h"
 
@@ -18,21 +19,6 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 3, 4)))
-#endif
-    ;
-static int fail(char *err, size_t errlen, const char *fmt, ...) {
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
 
 int64_t st_numel(const struct st_tensor *t) {
     int64_t n = 1;
@@ -61,47 +47,47 @@ static int parse_entry(const char *fname, const struct json_member *m, struct st
                        char *err, size_t errlen) {
     const struct json_value *v = &m->value;
     if (v->type != JSON_OBJECT)
-        return fail(err, errlen, "%s: tensor '%s': expected an object, found %s", fname, m->key,
+        return rt_fail(err, errlen, "%s: tensor '%s': expected an object, found %s", fname, m->key,
                     json_type_name(v->type));
     for (size_t i = 0; i < json_len(v); i++) {
         const char *k = json_member_at(v, i)->key;
         if (strcmp(k, "dtype") && strcmp(k, "shape") && strcmp(k, "data_offsets"))
-            return fail(err, errlen, "%s: tensor '%s': unknown key '%s' (expected dtype, shape, data_offsets)",
+            return rt_fail(err, errlen, "%s: tensor '%s': unknown key '%s' (expected dtype, shape, data_offsets)",
                         fname, m->key, k);
     }
     const char *ds = json_string(json_get(v, "dtype"), NULL);
-    if (!ds) return fail(err, errlen, "%s: tensor '%s': missing or non-string 'dtype'", fname, m->key);
+    if (!ds) return rt_fail(err, errlen, "%s: tensor '%s': missing or non-string 'dtype'", fname, m->key);
     if (st_dtype_parse(ds, &t->dtype) != 0)
-        return fail(err, errlen, "%s: tensor '%s': unknown dtype '%s'", fname, m->key, ds);
+        return rt_fail(err, errlen, "%s: tensor '%s': unknown dtype '%s'", fname, m->key, ds);
     const struct json_value *sh = json_get(v, "shape");
     if (!sh || sh->type != JSON_ARRAY)
-        return fail(err, errlen, "%s: tensor '%s': missing 'shape' array", fname, m->key);
+        return rt_fail(err, errlen, "%s: tensor '%s': missing 'shape' array", fname, m->key);
     if (json_len(sh) > ST_MAX_DIMS)
-        return fail(err, errlen, "%s: tensor '%s': %zu dimensions, at most %d supported", fname,
+        return rt_fail(err, errlen, "%s: tensor '%s': %zu dimensions, at most %d supported", fname,
                     m->key, json_len(sh), ST_MAX_DIMS);
     t->ndim       = (int)json_len(sh);
     uint64_t bytes = st_dtype_size(t->dtype);
     for (int d = 0; d < t->ndim; d++) {
         int64_t x;
         if (json_int64(json_at(sh, (size_t)d), &x) != 0 || x < 0)
-            return fail(err, errlen, "%s: tensor '%s': shape[%d] is not a non-negative integer", fname,
+            return rt_fail(err, errlen, "%s: tensor '%s': shape[%d] is not a non-negative integer", fname,
                         m->key, d);
         t->shape[d] = x;
         if (x != 0 && bytes > UINT64_MAX / (uint64_t)x)
-            return fail(err, errlen, "%s: tensor '%s': shape too large (overflow)", fname, m->key);
+            return rt_fail(err, errlen, "%s: tensor '%s': shape too large (overflow)", fname, m->key);
         bytes *= (uint64_t)x;
     }
     const struct json_value *of = json_get(v, "data_offsets");
     int64_t                  b, e;
     if (!of || of->type != JSON_ARRAY || json_len(of) != 2 || json_int64(json_at(of, 0), &b) != 0 ||
         json_int64(json_at(of, 1), &e) != 0 || b < 0 || e < 0)
-        return fail(err, errlen, "%s: tensor '%s': 'data_offsets' must be [begin, end] of non-negative integers",
+        return rt_fail(err, errlen, "%s: tensor '%s': 'data_offsets' must be [begin, end] of non-negative integers",
                     fname, m->key);
     if (e < b)
-        return fail(err, errlen, "%s: tensor '%s': data_offsets [%lld, %lld] end before begin", fname,
+        return rt_fail(err, errlen, "%s: tensor '%s': data_offsets [%lld, %lld] end before begin", fname,
                     m->key, (long long)b, (long long)e);
     if ((uint64_t)(e - b) != bytes)
-        return fail(err, errlen,
+        return rt_fail(err, errlen,
                     "%s: tensor '%s': data_offsets [%lld, %lld] hold %lld bytes, but %s x shape needs %llu",
                     fname, m->key, (long long)b, (long long)e, (long long)(e - b), ds,
                     (unsigned long long)bytes);
@@ -111,11 +97,11 @@ static int parse_entry(const char *fname, const struct json_member *m, struct st
 
 static int check_metadata(const char *fname, const struct json_value *v, char *err, size_t errlen) {
     if (v->type != JSON_OBJECT)
-        return fail(err, errlen, "%s: '__metadata__' must be an object of strings", fname);
+        return rt_fail(err, errlen, "%s: '__metadata__' must be an object of strings", fname);
     for (size_t i = 0; i < json_len(v); i++) {
         const struct json_member *m = json_member_at(v, i);
         if (m->value.type != JSON_STRING)
-            return fail(err, errlen, "%s: '__metadata__' key '%s': expected a string, found %s", fname,
+            return rt_fail(err, errlen, "%s: '__metadata__' key '%s': expected a string, found %s", fname,
                         m->key, json_type_name(m->value.type));
     }
     return 0;
@@ -128,30 +114,30 @@ int st_parse(const void *buf, size_t len, const char *name, struct st_file *out,
     struct json_doc *doc = NULL;
     struct span     *order = NULL;
     memset(out, 0, sizeof *out);
-    if (len < 8) return fail(err, errlen, "%s: %zu bytes, too short for the 8-byte header length", fname, len);
+    if (len < 8) return rt_fail(err, errlen, "%s: %zu bytes, too short for the 8-byte header length", fname, len);
     uint64_t n = 0;
     for (int i = 0; i < 8; i++) n |= (uint64_t)p[i] << (8 * i);
     if (n > ST_MAX_HEADER_LEN)
-        return fail(err, errlen, "%s: header length %llu exceeds the limit of %llu bytes", fname,
+        return rt_fail(err, errlen, "%s: header length %llu exceeds the limit of %llu bytes", fname,
                     (unsigned long long)n, (unsigned long long)ST_MAX_HEADER_LEN);
     if (n > len - 8)
-        return fail(err, errlen, "%s: header length %llu runs past the end of the file (%zu bytes)",
+        return rt_fail(err, errlen, "%s: header length %llu runs past the end of the file (%zu bytes)",
                     fname, (unsigned long long)n, len);
     if (n < 2 || p[8] != '{')
-        return fail(err, errlen, "%s: the header must be a JSON object starting with '{'", fname);
+        return rt_fail(err, errlen, "%s: the header must be a JSON object starting with '{'", fname);
     char jerr[256];
     if (json_parse(p + 8, (size_t)n, NULL, &doc, jerr, sizeof jerr) != 0)
-        return fail(err, errlen, "%s: header: %s", fname, jerr);
+        return rt_fail(err, errlen, "%s: header: %s", fname, jerr);
     const struct json_value *root = json_root(doc);
     if (root->type != JSON_OBJECT) {
         json_free(doc);
-        return fail(err, errlen, "%s: the header must be a JSON object", fname);
+        return rt_fail(err, errlen, "%s: the header must be a JSON object", fname);
     }
     size_t nm = json_len(root);
     out->tensors = calloc(nm ? nm : 1, sizeof *out->tensors);
     order        = malloc((nm ? nm : 1) * sizeof *order);
     if (!out->tensors || !order) {
-        fail(err, errlen, "%s: out of memory for %zu tensors", fname, nm);
+        rt_fail(err, errlen, "%s: out of memory for %zu tensors", fname, nm);
         goto bad;
     }
     for (size_t i = 0; i < nm; i++) {
@@ -161,14 +147,14 @@ int st_parse(const void *buf, size_t len, const char *name, struct st_file *out,
             continue;
         }
         if (m->key_len != strlen(m->key)) {
-            fail(err, errlen, "%s: a tensor name contains a NUL byte", fname);
+            rt_fail(err, errlen, "%s: a tensor name contains a NUL byte", fname);
             goto bad;
         }
         struct st_tensor *t = &out->tensors[out->n_tensors];
         if (parse_entry(fname, m, t, err, errlen) != 0) goto bad;
         t->name = malloc(m->key_len + 1);
         if (!t->name) {
-            fail(err, errlen, "%s: out of memory", fname);
+            rt_fail(err, errlen, "%s: out of memory", fname);
             goto bad;
         }
         memcpy(t->name, m->key, m->key_len + 1);
@@ -185,7 +171,7 @@ int st_parse(const void *buf, size_t len, const char *name, struct st_file *out,
         const struct st_tensor *t = &out->tensors[order[i].idx];
         if (t->begin == t->end) {
             if (t->begin > data_len) {
-                fail(err, errlen, "%s: tensor '%s': data_offsets [%llu, %llu] past the data buffer (%llu bytes)",
+                rt_fail(err, errlen, "%s: tensor '%s': data_offsets [%llu, %llu] past the data buffer (%llu bytes)",
                      fname, t->name, (unsigned long long)t->begin, (unsigned long long)t->end,
                      (unsigned long long)data_len);
                 goto bad;
@@ -193,19 +179,19 @@ int st_parse(const void *buf, size_t len, const char *name, struct st_file *out,
             continue;
         }
         if (t->begin < pos) {
-            fail(err, errlen, "%s: tensor '%s': data_offsets [%llu, %llu] overlap the previous tensor (ending at %llu)",
+            rt_fail(err, errlen, "%s: tensor '%s': data_offsets [%llu, %llu] overlap the previous tensor (ending at %llu)",
                  fname, t->name, (unsigned long long)t->begin, (unsigned long long)t->end,
                  (unsigned long long)pos);
             goto bad;
         }
         if (t->begin > pos) {
-            fail(err, errlen, "%s: tensor '%s': data_offsets [%llu, %llu] leave a hole of %llu bytes before it",
+            rt_fail(err, errlen, "%s: tensor '%s': data_offsets [%llu, %llu] leave a hole of %llu bytes before it",
                  fname, t->name, (unsigned long long)t->begin, (unsigned long long)t->end,
                  (unsigned long long)(t->begin - pos));
             goto bad;
         }
         if (t->end > data_len) {
-            fail(err, errlen, "%s: tensor '%s': data_offsets [%llu, %llu] run past the data buffer (%llu bytes)",
+            rt_fail(err, errlen, "%s: tensor '%s': data_offsets [%llu, %llu] run past the data buffer (%llu bytes)",
                  fname, t->name, (unsigned long long)t->begin, (unsigned long long)t->end,
                  (unsigned long long)data_len);
             goto bad;
@@ -213,7 +199,7 @@ int st_parse(const void *buf, size_t len, const char *name, struct st_file *out,
         pos = t->end;
     }
     if (pos != data_len) {
-        fail(err, errlen, "%s: the tensors cover %llu bytes of the data buffer, which has %llu", fname,
+        rt_fail(err, errlen, "%s: the tensors cover %llu bytes of the data buffer, which has %llu", fname,
              (unsigned long long)pos, (unsigned long long)data_len);
         goto bad;
     }
@@ -226,7 +212,7 @@ int st_parse(const void *buf, size_t len, const char *name, struct st_file *out,
     size_t fl       = strlen(fname);
     out->path       = malloc(fl + 1);
     if (!out->path) {
-        fail(err, errlen, "%s: out of memory", fname);
+        rt_fail(err, errlen, "%s: out of memory", fname);
         goto bad;
     }
     memcpy(out->path, fname, fl + 1);
@@ -243,20 +229,20 @@ bad:
 int st_open(const char *path, struct st_file *out, char *err, size_t errlen) {
     memset(out, 0, sizeof *out);
     int fd = open(path, O_RDONLY);
-    if (fd < 0) return fail(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+    if (fd < 0) return rt_fail(err, errlen, "%s: cannot open: %s", path, strerror(errno));
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         close(fd);
-        return fail(err, errlen, "%s: not a regular file", path);
+        return rt_fail(err, errlen, "%s: not a regular file", path);
     }
     size_t len = (size_t)st.st_size;
     if (len == 0) {
         close(fd);
-        return fail(err, errlen, "%s: empty file", path);
+        return rt_fail(err, errlen, "%s: empty file", path);
     }
     void *map = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
     close(fd);
-    if (map == MAP_FAILED) return fail(err, errlen, "%s: cannot map: %s", path, strerror(errno));
+    if (map == MAP_FAILED) return rt_fail(err, errlen, "%s: cannot map: %s", path, strerror(errno));
     if (st_parse(map, len, path, out, err, errlen) != 0) {
         munmap(map, len);
         return -1;

@@ -73,25 +73,8 @@ static void push_id(struct work *w, int32_t id) {
 /* Length of the maximal subpart at p (a prefix of a well-formed sequence, or one byte), for an
  * invalid position: Unicode §3.9, Table 3-8's practice. */
 static size_t maximal_subpart(const unsigned char *p, size_t n) {
-    unsigned c = p[0], lo = 0x80, hi = 0xBF;
-    size_t   k;
-    if (c >= 0xC2 && c <= 0xDF) k = 2;
-    else if (c >= 0xE0 && c <= 0xEF) {
-        k = 3;
-        if (c == 0xE0) lo = 0xA0;
-        else if (c == 0xED) hi = 0x9F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        k = 4;
-        if (c == 0xF0) lo = 0x90;
-        else if (c == 0xF4) hi = 0x8F;
-    } else
-        return 1;
-    size_t i = 1;
-    if (i < n && i < k && p[i] >= lo && p[i] <= hi) {
-        i++;
-        while (i < n && i < k && p[i] >= 0x80 && p[i] <= 0xBF) i++;
-    }
-    return i;
+    int want, got = tok_utf8_prefix(p, n, &want);
+    return got > 0 ? (size_t)got : 1;
 }
 
 /* Returns text itself when valid, else a repaired malloc'ed copy in *owned (NULL on OOM). */

@@ -186,23 +186,8 @@ static void emit(struct tok_stream *s, const char *p, size_t n) {
 
 /* Whether p[0..n) is a proper prefix of a well-formed UTF-8 sequence (more bytes may finish it). */
 static int could_complete(const unsigned char *p, size_t n) {
-    unsigned c = p[0], lo = 0x80, hi = 0xBF;
-    size_t   k;
-    if (c >= 0xC2 && c <= 0xDF) k = 2;
-    else if (c >= 0xE0 && c <= 0xEF) {
-        k = 3;
-        if (c == 0xE0) lo = 0xA0;
-        else if (c == 0xED) hi = 0x9F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        k = 4;
-        if (c == 0xF0) lo = 0x90;
-        else if (c == 0xF4) hi = 0x8F;
-    } else
-        return 0;
-    if (n >= k || (n >= 2 && (p[1] < lo || p[1] > hi))) return 0;
-    for (size_t i = 2; i < n; i++)
-        if (p[i] < 0x80 || p[i] > 0xBF) return 0;
-    return 1;
+    int want, got = tok_utf8_prefix(p, n, &want);
+    return n >= 1 && (size_t)want > n && (size_t)got == n;
 }
 
 static void drain_pending(struct tok_stream *s) {

@@ -110,5 +110,9 @@ int tok_parse_byte_piece(const char *s, size_t len);
 
 /* Length of the valid UTF-8 sequence at s[0..n) (1..4), or 0 when it is not valid there. */
 int tok_utf8_len(const unsigned char *s, size_t n);
+/* The UTF-8 sequence a lead byte s[0] starts: *want = its length (1 for ASCII, 0 when s[0] cannot
+ * start one); returns how many of s[0..n) form a prefix of a well-formed sequence (0 for a bad
+ * lead, else 1..*want). */
+int tok_utf8_prefix(const unsigned char *s, size_t n, int *want);
 
 #endif /* INFLLM_RT_TOKENIZER_IMPL_H */

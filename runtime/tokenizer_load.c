@@ -53,27 +53,36 @@ uint64_t tok_hash(const char *s, size_t len) {
     return h;
 }
 
-int tok_utf8_len(const unsigned char *p, size_t n) {
+int tok_utf8_prefix(const unsigned char *p, size_t n, int *want) {
+    *want = 0;
     if (n == 0) return 0;
-    unsigned c = p[0];
-    if (c < 0x80) return 1;
-    int      k;
-    unsigned lo = 0x80, hi = 0xBF;
-    if (c >= 0xC2 && c <= 0xDF) k = 2;
+    unsigned c = p[0], lo = 0x80, hi = 0xBF; /* lo..hi: the second byte's range (Unicode Table 3-7) */
+    if (c < 0x80) {
+        *want = 1;
+        return 1;
+    }
+    if (c >= 0xC2 && c <= 0xDF) *want = 2;
     else if (c >= 0xE0 && c <= 0xEF) {
-        k = 3;
+        *want = 3;
         if (c == 0xE0) lo = 0xA0;
         else if (c == 0xED) hi = 0x9F;
     } else if (c >= 0xF0 && c <= 0xF4) {
-        k = 4;
+        *want = 4;
         if (c == 0xF0) lo = 0x90;
         else if (c == 0xF4) hi = 0x8F;
     } else
         return 0;
-    if (n < (size_t)k || p[1] < lo || p[1] > hi) return 0;
-    for (int i = 2; i < k; i++)
-        if (p[i] < 0x80 || p[i] > 0xBF) return 0;
-    return k;
+    size_t i = 1;
+    if (i < n && p[i] >= lo && p[i] <= hi) {
+        i++;
+        while (i < n && i < (size_t)*want && p[i] >= 0x80 && p[i] <= 0xBF) i++;
+    }
+    return (int)i;
+}
+
+int tok_utf8_len(const unsigned char *p, size_t n) {
+    int want, got = tok_utf8_prefix(p, n, &want);
+    return want > 0 && got == want ? want : 0;
 }
 
 /* The tokenizers library reads "<0x" + two characters + ">" with u8::from_str_radix(_, 16), which

@@ -8,6 +8,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include "tokenizer.h"
+#include "errmsg.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -190,16 +191,6 @@ static void put_json_string(FILE *f, const char *s) {
     fputc('"', f);
 }
 
-static int fail(char *err, size_t errlen, const char *fmt, ...) {
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
-
 static int has_added(int32_t vocab_size) { return vocab_size >= N_BASE + 8 + 16; }
 
 static void put_added(FILE *f, int id, const char *content, int first) {
@@ -211,7 +202,7 @@ static void put_added(FILE *f, int id, const char *content, int first) {
 
 int tok_write_small(const char *path, int32_t vocab_size, char *err, size_t errlen) {
     if (vocab_size < N_BASE)
-        return fail(err, errlen, "%s: vocab_size %d is too small for a byte-fallback tokenizer (need >= %d)", path,
+        return rt_fail(err, errlen, "%s: vocab_size %d is too small for a byte-fallback tokenizer (need >= %d)", path,
                     (int)vocab_size, N_BASE);
     int                budget = vocab_size - N_BASE - (has_added(vocab_size) ? 8 : 0);
     struct vocab_build vb   = {0};
@@ -221,16 +212,16 @@ int tok_write_small(const char *path, int32_t vocab_size, char *err, size_t errl
     vb.pieces               = calloc((size_t)budget + 1, sizeof *vb.pieces);
     vb.merges               = calloc(400, sizeof *vb.merges);
     if (!vb.pieces || !vb.merges) {
-        fail(err, errlen, "%s: out of memory", path);
+        rt_fail(err, errlen, "%s: out of memory", path);
         goto done;
     }
     if (budget > 0 && learn(&vb, budget) != 0) {
-        fail(err, errlen, "%s: out of memory", path);
+        rt_fail(err, errlen, "%s: out of memory", path);
         goto done;
     }
     f = fopen(path, "wb");
     if (!f) {
-        fail(err, errlen, "%s: cannot create: %s", path, strerror(errno));
+        rt_fail(err, errlen, "%s: cannot create: %s", path, strerror(errno));
         goto done;
     }
     fprintf(f, "{\n  \"version\": \"1.0\",\n  \"truncation\": null,\n  \"padding\": null,\n  \"added_tokens\": [");
@@ -272,12 +263,12 @@ int tok_write_small(const char *path, int32_t vocab_size, char *err, size_t errl
     }
     fprintf(f, "\n    ]\n  }\n}\n");
     if (ferror(f)) {
-        fail(err, errlen, "%s: write error", path);
+        rt_fail(err, errlen, "%s: write error", path);
         goto done;
     }
     rc = 0;
 done:
-    if (f && fclose(f) != 0 && rc == 0) rc = fail(err, errlen, "%s: write error", path);
+    if (f && fclose(f) != 0 && rc == 0) rc = rt_fail(err, errlen, "%s: write error", path);
     free(vb.pieces);
     free(vb.merges);
     return rc;
@@ -285,7 +276,7 @@ done:
 
 int tok_write_small_config(const char *path, int32_t vocab_size, char *err, size_t errlen) {
     FILE *f = fopen(path, "wb");
-    if (!f) return fail(err, errlen, "%s: cannot create: %s", path, strerror(errno));
+    if (!f) return rt_fail(err, errlen, "%s: cannot create: %s", path, strerror(errno));
     fprintf(f,
             "{\n  \"add_bos_token\": true,\n  \"add_eos_token\": false,\n  \"bos_token\": \"<s>\",\n"
             "  \"eos_token\": \"%s\",\n  \"unk_token\": \"<unk>\",\n  \"pad_token\": null,\n"
@@ -293,6 +284,6 @@ int tok_write_small_config(const char *path, int32_t vocab_size, char *err, size
             "  \"tokenizer_class\": \"LlamaTokenizer\",\n  \"model_max_length\": 1000000000000000019884624838656\n}\n",
             has_added(vocab_size) ? "<|im_end|>" : "</s>");
     int bad = ferror(f);
-    if (fclose(f) != 0 || bad) return fail(err, errlen, "%s: write error", path);
+    if (fclose(f) != 0 || bad) return rt_fail(err, errlen, "%s: write error", path);
     return 0;
 }
