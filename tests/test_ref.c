@@ -9,6 +9,7 @@
 #include "infllm.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -583,6 +584,61 @@ static void test_strided_views(void) {
     prob_free(&p);
 }
 
+/* ifl_tensor_find_nonfinite against a plain scan: every float dtype, NaN / +Inf / -Inf planted at
+ * random places (and none), the largest finite values not flagged, contiguous and strided views. */
+static void test_find_nonfinite(void) {
+    const enum ifl_dtype dts[] = {IFL_DTYPE_F64, IFL_DTYPE_F32, IFL_DTYPE_F16, IFL_DTYPE_BF16};
+    const double         big[] = {1.7976931348623157e308, 3.4028234663852886e38, 65504.0, 3.3895313892515355e38};
+    for (int di = 0; di < 4; di++) {
+        if (!th_case("FIND_NONFINITE(dtype %d: planted NaN/Inf, largest finite, strided views)", (int)dts[di])) continue;
+        const int64_t shape[3] = {5, 3, 37}, n = 5 * 3 * 37;
+        const size_t  es       = dts[di] == IFL_DTYPE_F64 ? 8 : dts[di] == IFL_DTYPE_F32 ? 4 : 2;
+        unsigned char *buf     = malloc((size_t)n * es);
+        for (int trial = 0; trial < 40; trial++) {
+            /* values: the largest finite ones and random normals, then 0..2 bad ones */
+            double vals[5 * 3 * 37];
+            for (int64_t i = 0; i < n; i++) vals[i] = (i % 7 == 0) ? (i % 2 ? -big[di] : big[di]) : th_normal();
+            int n_bad = trial % 3;
+            for (int b = 0; b < n_bad; b++) vals[th_int(0, n - 1)] = b == 0 ? NAN : (trial % 2 ? INFINITY : -INFINITY);
+            for (int64_t i = 0; i < n; i++) {
+                double x = vals[i];
+                switch (dts[di]) {
+                case IFL_DTYPE_F64: memcpy(buf + i * es, &x, 8); break;
+                case IFL_DTYPE_F32: { float f = (float)x; memcpy(buf + i * es, &f, 4); break; }
+                case IFL_DTYPE_F16: { uint16_t h = ifl_f32_to_f16((float)x); memcpy(buf + i * es, &h, 2); break; }
+                default: { uint16_t h = ifl_f32_to_bf16((float)x); memcpy(buf + i * es, &h, 2); break; }
+                }
+            }
+            /* the whole tensor, then a view of every other row of dim 0 and a column range */
+            for (int view = 0; view < 2; view++) {
+                struct ifl_tensor t = ifl_tensor_make(buf, dts[di], 3, shape);
+                int64_t           d0 = 0, d2 = 0;
+                if (view) {
+                    d2 = 4;
+                    t.data     = buf + (size_t)d2 * es;
+                    t.shape[0] = 3, t.shape[2] = 30;
+                    t.stride[0] *= 2;
+                }
+                int64_t want = -1;
+                for (int64_t a = 0; a < t.shape[0] && want < 0; a++)
+                    for (int64_t b = 0; b < t.shape[1] && want < 0; b++)
+                        for (int64_t c = 0; c < t.shape[2] && want < 0; c++)
+                            if (!isfinite(vals[(d0 + a * (view ? 2 : 1)) * 3 * 37 + b * 37 + d2 + c]))
+                                want = (a * t.shape[1] + b) * t.shape[2] + c;
+                int64_t pos[4] = {-1, -1, -1, -1};
+                int     got    = ifl_tensor_find_nonfinite(&t, pos);
+                TH_CHECK(got == (want >= 0), "trial %d view %d: found %d, expected %d", trial, view, got, want >= 0);
+                if (got && want >= 0) {
+                    int64_t at = (pos[0] * t.shape[1] + pos[1]) * t.shape[2] + pos[2];
+                    TH_CHECK(at == want && pos[3] == 0, "trial %d view %d: first at [%lld, %lld, %lld], expected linear %lld",
+                             trial, view, (long long)pos[0], (long long)pos[1], (long long)pos[2], (long long)want);
+                }
+            }
+        }
+        free(buf);
+    }
+}
+
 int main(int argc, char **argv) {
     th_init(argc, argv);
     struct ifl_ctx_params params = ifl_ctx_params_default();
@@ -608,6 +664,7 @@ int main(int argc, char **argv) {
     test_conversions();
     test_dtype_entry();
     test_strided_views();
+    test_find_nonfinite();
     ifl_ctx_destroy(ctx);
     return th_report();
 }

@@ -6,6 +6,7 @@
 #include "internal.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 
 size_t ifl_dtype_size(enum ifl_dtype dtype) {
@@ -140,6 +141,39 @@ void ifl__store(const struct ifl_tensor *t, int64_t off, double x) {
     }
 }
 
+/* Index of the first NaN or infinity among the n contiguous elements at element offset off, or -1.
+ * By bits: an all-ones exponent (a plain loop the compiler vectorises; the scan runs over whole
+ * K and V tensors when check_finite is set). */
+static int64_t first_nonfinite_in_row(const struct ifl_tensor *t, int64_t off, int64_t n) {
+    switch (t->dtype) {
+    case IFL_DTYPE_F32: {
+        const uint32_t *x = (const uint32_t *)t->data + off;
+        for (int64_t i = 0; i < n; i++)
+            if ((x[i] & 0x7f800000u) == 0x7f800000u) return i;
+        return -1;
+    }
+    case IFL_DTYPE_BF16: {
+        const uint16_t *x = (const uint16_t *)t->data + off;
+        for (int64_t i = 0; i < n; i++)
+            if ((x[i] & 0x7f80u) == 0x7f80u) return i;
+        return -1;
+    }
+    case IFL_DTYPE_F16: {
+        const uint16_t *x = (const uint16_t *)t->data + off;
+        for (int64_t i = 0; i < n; i++)
+            if ((x[i] & 0x7c00u) == 0x7c00u) return i;
+        return -1;
+    }
+    case IFL_DTYPE_F64: {
+        const uint64_t *x = (const uint64_t *)t->data + off;
+        for (int64_t i = 0; i < n; i++)
+            if ((x[i] & 0x7ff0000000000000ull) == 0x7ff0000000000000ull) return i;
+        return -1;
+    }
+    default: return -1;
+    }
+}
+
 int ifl_tensor_find_nonfinite(const struct ifl_tensor *t, int64_t pos[IFL_MAX_DIMS]) {
     if (t == NULL || t->data == NULL || !ifl__dtype_is_float(t->dtype) || t->ndim < 1 ||
         t->ndim > IFL_MAX_DIMS)
@@ -147,15 +181,25 @@ int ifl_tensor_find_nonfinite(const struct ifl_tensor *t, int64_t pos[IFL_MAX_DI
     int64_t idx[IFL_MAX_DIMS] = {0, 0, 0, 0};
     for (int i = 0; i < t->ndim; i++)
         if (t->shape[i] <= 0) return 0;
-    for (;;) {
+    const int     last = t->ndim - 1;
+    const int64_t n    = t->shape[last];
+    for (;;) { /* row by row over every dimension but the last, which is contiguous */
         int64_t off = 0;
-        for (int i = 0; i < t->ndim; i++) off += idx[i] * t->stride[i];
-        if (!isfinite(ifl__load(t, off))) {
+        for (int i = 0; i < last; i++) off += idx[i] * t->stride[i];
+        int64_t at = -1;
+        if (t->stride[last] == 1) {
+            at = first_nonfinite_in_row(t, off, n);
+        } else { /* a strided or broadcast last dimension: element by element */
+            for (int64_t j = 0; j < n && at < 0; j++)
+                if (!isfinite(ifl__load(t, off + j * t->stride[last]))) at = j;
+        }
+        if (at >= 0) {
+            idx[last] = at;
             if (pos)
                 for (int i = 0; i < IFL_MAX_DIMS; i++) pos[i] = i < t->ndim ? idx[i] : 0;
             return 1;
         }
-        int i = t->ndim - 1;
+        int i = last - 1;
         while (i >= 0 && ++idx[i] == t->shape[i]) idx[i--] = 0;
         if (i < 0) return 0;
     }
