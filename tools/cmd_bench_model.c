@@ -192,9 +192,10 @@ int cmd_bench_model(int argc, char **argv) {
             }
             qsort(times, (size_t)nt, sizeof times[0], cmp_d);
             double med = times[nt / 2], tps = 1.0 / med, wgbs = wbytes / med / 1e9;
-            fprintf(tab, "decode  %-6s context %6lld: %7.2f ms/token  %7.2f tokens/s  weights %.1f GB/s (%.0f%% of %.1f)  [fill %.1f s %s]\n",
-                    mname, (long long)N, med * 1e3, tps, wgbs, bw > 0 ? 100 * wgbs / bw : 0, bw, fill,
-                    real ? "prefill" : "synthetic");
+            char share[48] = ""; /* the bandwidth share, when the probe ran */
+            if (bw > 0) snprintf(share, sizeof share, " (%.0f%% of %.1f)", 100 * wgbs / bw, bw);
+            fprintf(tab, "decode  %-6s context %6lld: %7.2f ms/token  %7.2f tokens/s  weights %.1f GB/s%s  [fill %.1f s %s]\n",
+                    mname, (long long)N, med * 1e3, tps, wgbs, share, fill, real ? "prefill" : "synthetic");
             if (json)
                 printf("{\"op\":\"decode\",\"attention\":\"%s\",\"context\":%lld,\"ms_per_token\":%.4f,"
                        "\"tokens_per_s\":%.3f,\"weight_gb_per_s\":%.3f,\"bandwidth_fraction\":%.4f,\"threads\":%d,"
