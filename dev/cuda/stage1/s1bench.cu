@@ -4,7 +4,7 @@
  * Each figure is the median of --reps synchronous calls after one warm-up (host clock; every op
  * synchronises before it returns). --dump FILE writes the selection of the random input at
  * N = 32768, so that two builds can be compared (dev/cuda/stage1/run.sh links this program
- * once with the library's stage 1 and once with the v3 copy in select_v3.cu).
+ * once with the library's stage 1 and once with an older cuda_select.cu: run.sh's V3).
  * The input generator is the former dev/cuda/bench.cu's. */
 #include "infllm.h"
 
