@@ -677,15 +677,17 @@ static void gate_calibrated(const char *qty, const struct inst *in, const unsign
     }
 }
 
-/* The same under TOL_PRECISION (house-style 2.8 (c)): bf16/f16 inputs, whose P is rounded to the
- * dtype before P.V, 4 u_dtype M (LSE 1e-3 M) and fixed NMSE caps; f32/f64 (f32/f64 arithmetic)
- * c * u_acc * sqrt(n_acc + D) * zfac * M, cap nmse_c * u_acc^2 (n_acc + D) zfac^2; M = max|ref|
- * (LSE max(1, max|ref|)); a narrower output adds its rounding. */
+/* The same under TOL_PRECISION (house-style 2.8 (c)): bf16/f16 inputs, whose P (and dS) are
+ * rounded to the dtype before their products, 4 u_dtype M (LSE 1e-3 M) and fixed NMSE caps; f32/f64
+ * (f32/f64 arithmetic) c * u_acc * sqrt(n_acc + D) * zfac * M, cap nmse_c * u_acc^2 (n_acc + D)
+ * zfac^2; M = max(max|ref|, floor) (LSE max(1, max|ref|)): dq and dk are differences of terms of
+ * size `floor` (dS = P (dP - Di)), so their error scales with those terms, not with the result,
+ * which can be 0 (one key: dP = Di exactly); a narrower output adds its rounding. */
 static void gate_precision(const char *qty, const struct inst *in, const unsigned char *skip, int64_t n_acc, double c,
-                           double nmse_c, int is_lse, double err, double maxref, double nmse, double *gate,
+                           double nmse_c, int is_lse, double floor, double err, double maxref, double nmse, double *gate,
                            double *ncap) {
     const enum ifl_dtype dt   = in->dt;
-    const double         mag  = is_lse ? fmax(1.0, maxref) : maxref;
+    const double         mag  = is_lse ? fmax(1.0, maxref) : fmax(maxref, floor);
     const double         uacc = dt == IFL_DTYPE_F64 ? U64 : U32;
     if (is_half(dt)) {
         *gate = is_lse ? 1e-3 * mag : 4.0 * unit_roundoff(dt) * mag;
@@ -727,7 +729,7 @@ int check_float(const char *qty, struct inst *in, const struct gbuf *ut, const d
         num += e * e;
         den += b * b;
     }
-    if (bc.tol == TOL_CALIBRATED) den = fmax(den, (double)n_cmp * floor * floor);
+    den = fmax(den, (double)n_cmp * floor * floor);
     double nmse = den > 0 ? num / den : (num > 0 ? INFINITY : 0);
     double gate, ncap, units = 0;
     char   units_s[32] = "";
@@ -735,7 +737,7 @@ int check_float(const char *qty, struct inst *in, const struct gbuf *ut, const d
         gate_calibrated(qty, in, skip, n_acc, c, nmse_c, is_lse, floor, err, maxref, nmse, &gate, &ncap, &units);
         snprintf(units_s, sizeof units_s, "%.2f units; ", units);
     } else {
-        gate_precision(qty, in, skip, n_acc, c, nmse_c, is_lse, err, maxref, nmse, &gate, &ncap);
+        gate_precision(qty, in, skip, n_acc, c, nmse_c, is_lse, floor, err, maxref, nmse, &gate, &ncap);
     }
     const char *ut_s = bc.label;
     int         pass = 1;

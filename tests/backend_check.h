@@ -21,9 +21,10 @@
  *                   r = u32 * sqrt((n_acc + D) * zfac), M = max(max|ref|, floor), an NMSE cap in r^2;
  *                   every selection row is also rescored (a self-check of the scorer, near-tie counts);
  *   TOL_PRECISION   the cuda's, from the precision (house-style 2.8 (c)): bf16/f16 inputs
- *                   4 u_dtype max|ref| (LSE 1e-3 max(1, max|lse|)), fixed NMSE caps; f32/f64
- *                   C * u_acc * sqrt(n_acc + D) * zfac * max|ref|; only differing selection rows
- *                   are rescored, their near-tie margin in the dtype's unit for bf16/f16.
+ *                   4 u_dtype M (LSE 1e-3 max(1, max|lse|)), fixed NMSE caps; f32/f64
+ *                   C * u_acc * sqrt(n_acc + D) * zfac * M, M = max(max|ref|, floor); only
+ *                   differing selection rows are rescored, their near-tie margin in the dtype's
+ *                   unit for bf16/f16.
  *
  * Usage: fill `bc` (bc_init parses --full/--quick/--seed and hands the rest to th_init), create
  * ref_ctx, then run_sweep(specs, ...) with the program's run_instance.
@@ -260,11 +261,12 @@ extern char cur_case[400]; /* the running case's name, for the table of worst er
  * compare (a row whose selection legitimately differed). NaN fails, infinities must match.
  * TOL_CALIBRATED: max err <= c * r * M + u_out * max|ref|, NMSE <= nmse_c * r^2 + u_out^2 with
  *   r = u32 * sqrt((n_acc + D) * zfac) (LSE: no zfac), M = max(max|ref|, floor),
- *   NMSE = sum (ut-ref)^2 / max(sum ref^2, n * floor^2), u_out: a narrow output dtype's unit;
- *   floor: 1 for the LSE, for dq/dk the size of the terms that cancel, else 0 (numerics.md).
- * TOL_PRECISION: bf16/f16 inputs 4 u_dtype max|ref| (LSE 1e-3 max(1, max|ref|)), NMSE cap 5e-5
+ *   NMSE = sum (ut-ref)^2 / max(sum ref^2, n * floor^2) (both models), u_out: a narrow output
+ *   dtype's unit; floor: 1 for the LSE, for dq/dk the size of the terms that cancel, else 0
+ *   (numerics.md).
+ * TOL_PRECISION: bf16/f16 inputs 4 u_dtype M (LSE 1e-3 max(1, max|ref|)), NMSE cap 5e-5
  *   (bf16) / 1e-6 (f16) / 1e-8 (LSE); else c * u_acc * sqrt(n_acc + D) * zfac * M with
- *   M = max|ref| (LSE max(1, max|ref|)) and cap nmse_c * u_acc^2 (n_acc + D) zfac^2; floor unused.
+ *   M = max(max|ref|, floor) (LSE max(1, max|ref|)) and cap nmse_c * u_acc^2 (n_acc + D) zfac^2.
  * Returns 1 on a pass. */
 int check_float(const char *qty, struct inst *in, const struct gbuf *ut, const double *ref, int64_t inner,
                 const unsigned char *skip, int64_t n_acc, double c, double nmse_c, int is_lse, double floor);

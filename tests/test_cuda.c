@@ -1,11 +1,12 @@
 /* SPDX-License-Identifier: MIT
  *
  * test_cuda.c -- the cuda backend against the float64 ref backend (house-style 2.8 (b)-(d)): every
- * forward op of the public API (ifl_compress_keys, ifl_select, ifl_sparse_attn_fwd fed the ref's
- * selection, ifl_dense_attn_fwd, ifl_infllmv2_fwd) over a sweep of shapes, configs, dtypes and
- * packed batches, on two cuda contexts: the default one (tensor-core kernels where the shape allows
- * them) and one made with INFLLM_CUDA_GENERIC=1 (the plain kernels for every shape). Then the
- * device-side error paths, and that the backward ops say UNSUPPORTED.
+ * op of the public API (ifl_compress_keys, ifl_select, ifl_sparse_attn_fwd fed the ref's
+ * selection, ifl_dense_attn_fwd, ifl_infllmv2_fwd, and the backward ops ifl_sparse_attn_bwd /
+ * ifl_dense_attn_bwd fed the ref's selection, out and LSE) over a sweep of shapes, configs, dtypes
+ * and packed batches, on two cuda contexts: the default one (tensor-core kernels where the shape
+ * allows them) and one made with INFLLM_CUDA_GENERIC=1 (the plain kernels for every shape). Then
+ * the device-side error paths, and finite-difference checks of the gradients in float32.
  *
  *   - Inputs are drawn in double, rounded to the dtype, uploaded; the ref gets the same dtype
  *     buffers on the host, so a difference is computation error only.
@@ -23,8 +24,13 @@
  *     score| with u the dtype's unit roundoff for bf16/f16 (the scores are f32 dot products of
  *     dtype values, but the compressed keys may round differently by one ulp) and f32's otherwise;
  *     the row must keep every forced block.
+ *   - Gradients: the same gates on dq, dk, dv (bf16/f16: P and dS are rounded to the dtype before
+ *     their products, as the forward rounds P).
  *   - Determinism: every op of the default context runs twice; the two output images must be
- *     bitwise identical.
+ *     bitwise identical (the backward too: it uses no atomics on gradients).
+ *   - Finite differences (FD_GRAD cases): in float32, the gradient of L = <dO, out(q, k, v)> with
+ *     the selection held fixed, at a few elements of q, k and v, against the central difference of
+ *     two cuda forwards; independent of the ref.
  * Without a usable device, ifl_ctx_create(CUDA) must fail cleanly and the test prints
  * "SKIPPED: no CUDA device" and exits 0.
  *
@@ -88,8 +94,9 @@ static int gb_untouched(const struct gbuf *g) { return g->mem == NULL || memcmp(
 #define C_ACC      16.0  /* max err <= C_ACC * u_acc * sqrt(n_acc + D) * zfac * max|ref| */
 #define NMSE_C_ACC 256.0 /* NMSE <= NMSE_C_ACC * u_acc^2 * (n_acc + D) * zfac^2 */
 #define C_CK       4.0   /* compressed keys: err <= ulp_dtype(ref) + C_CK * u_acc * sqrt(kernel) * max|k| */
-/* selection near-tie margin: tau = TAU_C * u * max|finite row score| (backend_check.h); no backward yet */
-static const struct gates gates = {.ck = C_CK, .out = C_ACC, .lse = C_ACC, .nmse_fwd = NMSE_C_ACC};
+/* selection near-tie margin: tau = TAU_C * u * max|finite row score| (backend_check.h) */
+static const struct gates gates = {.ck = C_CK, .out = C_ACC, .lse = C_ACC, .nmse_fwd = NMSE_C_ACC,
+                                   .dq = C_ACC, .dk = C_ACC, .dv = C_ACC, .nmse_bwd = NMSE_C_ACC};
 
 /* ==== the sweep ==== */
 
@@ -148,6 +155,7 @@ static const struct spec specs[] = {
 /* The device copies of an instance's inputs (in->user). */
 struct dev_in {
     void  *q, *k, *v, *fused, *sel, *sel_masked;
+    void  *dout, *out[N_KINDS], *lse[N_KINDS]; /* the backward's inputs, uploaded on first use */
     size_t nb_q, nb_k;
 };
 static struct dev_in *dev_of(const struct inst *in) { return in->user; }
@@ -169,6 +177,20 @@ static void dev_inputs_make(struct inst *in, struct dev_in *dv) {
         in->tq_ut.data = df, in->tk_ut.data = df + in->hq * in->d * (int64_t)es;
         in->tv_ut.data = df + (in->hq + in->hkv) * in->d * (int64_t)es;
     }
+}
+
+/* The backward's inputs of kind (the ref's out and LSE, dout) as device tensors. */
+static struct bwd_in dev_bwd_inputs(struct inst *in, int kind) {
+    struct dev_in *dv = dev_of(in);
+    struct bwd_in  b  = bwd_inputs(in, kind);
+    if (dv->dout == NULL) dv->dout = dev_put(in->dout, dv->nb_q);
+    if (dv->out[kind] == NULL) {
+        dv->out[kind] = dev_put(b.out.data, dv->nb_q);
+        dv->lse[kind] = dev_put(b.lse.data, (size_t)(in->TQ * in->hq) * 4);
+    }
+    b.out.data = dv->out[kind], b.lse.data = dv->lse[kind], b.dout.data = dv->dout;
+    b.sel.data = kind == K_MASKED ? dv->sel_masked : dv->sel;
+    return b;
 }
 
 /* bc.sel_ready: the ref's selections, uploaded as soon as ensure_sel has them (stage 2 gets them
@@ -204,6 +226,8 @@ static void dev_inputs_free(struct inst *in) {
     struct dev_in *dv = dev_of(in);
     ifl_buffer_free(cu_ctx, dv->q), ifl_buffer_free(cu_ctx, dv->k), ifl_buffer_free(cu_ctx, dv->v);
     ifl_buffer_free(cu_ctx, dv->fused), ifl_buffer_free(cu_ctx, dv->sel), ifl_buffer_free(cu_ctx, dv->sel_masked);
+    ifl_buffer_free(cu_ctx, dv->dout);
+    for (int i = 0; i < N_KINDS; i++) ifl_buffer_free(cu_ctx, dv->out[i]), ifl_buffer_free(cu_ctx, dv->lse[i]);
     in->user = NULL;
 }
 
@@ -213,13 +237,17 @@ static void dev_inputs_free(struct inst *in) {
  * guards. Returns 1 when the outputs can be compared. */
 static int ut_run(struct ifl_ctx *c, enum op op, struct inst *in, struct outs *o) {
     memset(o, 0, sizeof *o);
-    if (op_is_bwd(op)) return 0; /* not implemented yet: case_errors checks it says so */
-    if ((op == OP_SPARSE_FWD || op == OP_MASKED_FWD) && !ensure_sel(in)) return 0;
+    const int masked = op == OP_MASKED_FWD || op == OP_MASKED_BWD;
+    if ((op == OP_SPARSE_FWD || op == OP_SPARSE_BWD || masked) && !ensure_sel(in)) return 0;
+    struct bwd_in b;
+    if (op_is_bwd(op)) {
+        if (!ensure_fwd(in, op_kind(op))) return 0;
+        b = dev_bwd_inputs(in, op_kind(op));
+    }
     outs_make(o, op, in);
     const struct dev_in *dv = dev_of(in);
-    void                *ds = op == OP_MASKED_FWD ? dv->sel_masked : dv->sel;
-    struct ifl_tensor    s  = tmake(ds, IFL_DTYPE_I32, 3, in->hkv, in->TQ, in->K);
-    enum ifl_status      st = call_op(c, op, in, o, &s, NULL);
+    struct ifl_tensor    s  = tmake(masked ? dv->sel_masked : dv->sel, IFL_DTYPE_I32, 3, in->hkv, in->TQ, in->K);
+    enum ifl_status      st = call_op(c, op, in, o, &s, op_is_bwd(op) ? &b : NULL);
     for (int i = 0; i < o->n; i++) gb_fetch(&o->b[i]);
     for (int i = 0; i < o->n; i++)
         TH_CHECK(gb_untouched_outside(&o->b[i]), "guard bytes or padding around output %d were overwritten", i);
@@ -345,39 +373,155 @@ static void case_errors(struct inst *in) {
         expect_refused(cu_ctx, st, IFL_STATUS_INVALID_ARG, "q.data is host memory", ob, 2);
     }
 
-    /* the backward is not implemented yet: UNSUPPORTED, with a message, nothing written */
-    if (th_case("ERR_BWD_UNSUPPORTED(%s)", in->shape)) {
+    /* the backward: a NaN in dout and a malformed selection are refused, nothing written */
+    if (th_case("ERR_BWD(%s)", in->shape) && ensure_fwd(in, K_SPARSE)) {
         struct gbuf g3[3];
         gb_make(&g3[0], in->out_dt, 3, in->TQ, in->hq, in->d, 0);
         gb_make(&g3[1], in->out_dt, 3, in->TK, in->hkv, in->d, 0);
         gb_make(&g3[2], in->out_dt, 3, in->TK, in->hkv, in->d, 0);
-        struct ifl_tensor o = tmake(dv->q, in->dt, 3, in->TQ, in->hq, in->d); /* any valid tensors */
-        float            *lh = xcalloc((size_t)(in->TQ * in->hq), sizeof(float));
-        void             *ld = dev_put(lh, (size_t)(in->TQ * in->hq) * 4);
-        struct ifl_tensor l = tmake(ld, IFL_DTYPE_F32, 2, in->TQ, in->hq, 0);
-        struct ifl_tensor s = tmake(dv->sel, IFL_DTYPE_I32, 3, in->hkv, in->TQ, in->K);
-        enum ifl_status   st = ifl_sparse_attn_bwd(cu_ctx, &in->cfg, in->bp, &q, &k, &v, &s, &o, &l, &q, &g3[0].td, &g3[1].td,
-                                                 &g3[2].td);
-        expect_refused(cu_ctx, st, IFL_STATUS_UNSUPPORTED, "backward", g3, 3);
-        st = ifl_dense_attn_bwd(cu_ctx, &in->cfg, in->bp, &q, &k, &v, &o, &l, &q, &g3[0].td, &g3[1].td, &g3[2].td);
-        expect_refused(cu_ctx, st, IFL_STATUS_UNSUPPORTED, "backward", g3, 3);
+        struct bwd_in b  = dev_bwd_inputs(in, K_SPARSE);
+        const size_t  nq = (size_t)(in->TQ * in->hq * in->d);
+        void         *hb = xmalloc(nq * es);
+        memcpy(hb, in->dout, nq * es);
+        elem_set(hb, in->dt, (int64_t)nq - 1, NAN);
+        void             *db   = dev_put(hb, nq * es);
+        struct ifl_tensor bad  = tmake(db, in->dt, 3, in->TQ, in->hq, in->d);
+        int32_t          *hs   = xmalloc(nsel * 4);
+        memcpy(hs, in->sel, nsel * 4);
+        hs[0] = -7; /* sel[0, 0, 0] */
+        void             *dsl  = dev_put(hs, nsel * 4);
+        struct ifl_tensor tsel = tmake(dsl, IFL_DTYPE_I32, 3, in->hkv, in->TQ, in->K);
+        char              want[96];
+        snprintf(want, sizeof want, "dout[%lld, %lld, %lld] is NaN", (long long)(in->TQ - 1), (long long)(in->hq - 1),
+                 (long long)(in->d - 1));
+        for (int ci = 0; ci < 2; ci++) {
+            enum ifl_status st = ifl_dense_attn_bwd(ctxs[ci], &in->cfg, in->bp, &q, &k, &v, &b.out, &b.lse, &bad, &g3[0].td,
+                                                    &g3[1].td, &g3[2].td);
+            expect_refused(ctxs[ci], st, IFL_STATUS_INVALID_ARG, want, g3, 3);
+            st = ifl_sparse_attn_bwd(ctxs[ci], &in->cfg, in->bp, &q, &k, &v, &tsel, &b.out, &b.lse, &b.dout, &g3[0].td,
+                                     &g3[1].td, &g3[2].td);
+            expect_refused(ctxs[ci], st, IFL_STATUS_INVALID_ARG, "sel[0, 0, 0]=-7", g3, 3);
+        }
         for (int i = 0; i < 3; i++) gb_free(&g3[i]);
-        ifl_buffer_free(cu_ctx, ld);
-        free(lh);
+        ifl_buffer_free(cu_ctx, db), ifl_buffer_free(cu_ctx, dsl);
+        free(hb), free(hs);
     }
     gb_free(&ob[0]);
     gb_free(&ob[1]);
+}
+
+/* ---- finite differences (float32): the gradient of L = <dO, out(q, k, v)> (selection fixed) at a
+ * few elements of q, k and v against (L(x + h) - L(x - h)) / 2h from two cuda forwards, L summed
+ * in double. The central difference errs by O(h^2) (smooth softmax) plus the forwards' f32 rounding
+ * over 2h: with h = 1e-2 both stay below about 3e-5 of the gradient's scale on these shapes (seen on
+ * the H200), so the gate is 2e-4 max|grad of the tensor| + 1e-3 |grad|. */
+
+static void *dev_alloc(size_t n) {
+    void *d = NULL;
+    if (ifl_buffer_alloc(cu_ctx, n ? n : 1, &d) != IFL_STATUS_OK) {
+        printf("device allocation of %zu bytes failed: %s\n", n, ifl_ctx_errmsg(cu_ctx));
+        exit(1);
+    }
+    return d;
+}
+
+struct fd_run {
+    struct inst      *in;
+    int               sparse;
+    struct ifl_tensor q, k, v, sel, out;
+    float            *h_out;
+};
+
+/* L at the current device inputs (NAN when the forward fails). */
+static double fd_loss(struct fd_run *r) {
+    struct inst    *in = r->in;
+    enum ifl_status st = r->sparse ? ifl_sparse_attn_fwd(cu_ctx, &in->cfg, in->bp, &r->q, &r->k, &r->v, &r->sel, &r->out, NULL)
+                                   : ifl_dense_attn_fwd(cu_ctx, &in->cfg, in->bp, &r->q, &r->k, &r->v, &r->out, NULL);
+    if (!TH_CHECK(st == IFL_STATUS_OK, "forward: %s: %s", ifl_status_str(st), ifl_ctx_errmsg(cu_ctx))) return NAN;
+    const int64_t n = in->TQ * in->hq * in->d;
+    dev_get(r->h_out, r->out.data, (size_t)n * 4);
+    double L = 0;
+    for (int64_t i = 0; i < n; i++) L += (double)r->h_out[i] * elem_get(in->dout, IFL_DTYPE_F32, i);
+    return L;
+}
+
+static void case_fd(struct inst *in) {
+    for (int sparse = 0; sparse < 2; sparse++) {
+        if (!th_case("FD_GRAD(%s,%s)", sparse ? "sparse" : "dense", in->shape)) continue;
+        if (sparse && !ensure_sel(in)) continue;
+        const int64_t nq = in->TQ * in->hq * in->d, nk = in->TK * in->hkv * in->d;
+        struct fd_run r;
+        memset(&r, 0, sizeof r);
+        r.in = in, r.sparse = sparse;
+        float        *host[3] = {xmalloc((size_t)nq * 4), xmalloc((size_t)nk * 4), xmalloc((size_t)nk * 4)};
+        float        *grad[3] = {xmalloc((size_t)nq * 4), xmalloc((size_t)nk * 4), xmalloc((size_t)nk * 4)};
+        const int64_t cnt[3]  = {nq, nk, nk};
+        memcpy(host[0], in->q, (size_t)nq * 4), memcpy(host[1], in->k, (size_t)nk * 4), memcpy(host[2], in->v, (size_t)nk * 4);
+        r.q   = tmake(dev_put(host[0], (size_t)nq * 4), IFL_DTYPE_F32, 3, in->TQ, in->hq, in->d);
+        r.k   = tmake(dev_put(host[1], (size_t)nk * 4), IFL_DTYPE_F32, 3, in->TK, in->hkv, in->d);
+        r.v   = tmake(dev_put(host[2], (size_t)nk * 4), IFL_DTYPE_F32, 3, in->TK, in->hkv, in->d);
+        r.sel = tmake(dev_of(in)->sel, IFL_DTYPE_I32, 3, in->hkv, in->TQ, in->K);
+        r.out = tmake(dev_alloc((size_t)nq * 4), IFL_DTYPE_F32, 3, in->TQ, in->hq, in->d);
+        r.h_out = xmalloc((size_t)nq * 4);
+        struct ifl_tensor lse  = tmake(dev_alloc((size_t)(in->TQ * in->hq) * 4), IFL_DTYPE_F32, 2, in->TQ, in->hq, 0);
+        struct ifl_tensor dout = tmake(dev_put(in->dout, (size_t)nq * 4), IFL_DTYPE_F32, 3, in->TQ, in->hq, in->d);
+        struct ifl_tensor g[3] = {tmake(dev_alloc((size_t)nq * 4), IFL_DTYPE_F32, 3, in->TQ, in->hq, in->d),
+                                  tmake(dev_alloc((size_t)nk * 4), IFL_DTYPE_F32, 3, in->TK, in->hkv, in->d),
+                                  tmake(dev_alloc((size_t)nk * 4), IFL_DTYPE_F32, 3, in->TK, in->hkv, in->d)};
+        enum ifl_status st = sparse ? ifl_sparse_attn_fwd(cu_ctx, &in->cfg, in->bp, &r.q, &r.k, &r.v, &r.sel, &r.out, &lse)
+                                    : ifl_dense_attn_fwd(cu_ctx, &in->cfg, in->bp, &r.q, &r.k, &r.v, &r.out, &lse);
+        if (st == IFL_STATUS_OK)
+            st = sparse ? ifl_sparse_attn_bwd(cu_ctx, &in->cfg, in->bp, &r.q, &r.k, &r.v, &r.sel, &r.out, &lse, &dout, &g[0], &g[1], &g[2])
+                        : ifl_dense_attn_bwd(cu_ctx, &in->cfg, in->bp, &r.q, &r.k, &r.v, &r.out, &lse, &dout, &g[0], &g[1], &g[2]);
+        if (TH_CHECK(st == IFL_STATUS_OK, "%s: %s", ifl_status_str(st), ifl_ctx_errmsg(cu_ctx))) {
+            static const char *const names[3] = {"dq", "dk", "dv"};
+            const struct ifl_tensor *x[3]     = {&r.q, &r.k, &r.v};
+            const double             h        = 1e-2;
+            uint64_t                 lcg      = fnv(in->shape, strlen(in->shape)) | 1;
+            double                   worst    = 0;
+            for (int t = 0; t < 3; t++) {
+                dev_get(grad[t], g[t].data, (size_t)cnt[t] * 4);
+                double gmax = 0;
+                int64_t imax = 0;
+                for (int64_t i = 0; i < cnt[t]; i++)
+                    if (fabs(grad[t][i]) > gmax) gmax = fabs(grad[t][i]), imax = i;
+                for (int e = 0; e < 4; e++) { /* the largest element and three drawn ones */
+                    lcg = lcg * 6364136223846793005ull + 1442695040888963407ull;
+                    const int64_t i  = e == 0 ? imax : (int64_t)((lcg >> 33) % (uint64_t)cnt[t]);
+                    const float   x0 = host[t][i];
+                    host[t][i]       = x0 + (float)h;
+                    ifl_buffer_upload(cu_ctx, x[t]->data, host[t], (size_t)cnt[t] * 4);
+                    const double lp = fd_loss(&r);
+                    host[t][i]      = x0 - (float)h;
+                    ifl_buffer_upload(cu_ctx, x[t]->data, host[t], (size_t)cnt[t] * 4);
+                    const double lm = fd_loss(&r);
+                    host[t][i]      = x0;
+                    ifl_buffer_upload(cu_ctx, x[t]->data, host[t], (size_t)cnt[t] * 4);
+                    const double fd = (lp - lm) / (((double)(x0 + (float)h) - (double)(x0 - (float)h))), gv = grad[t][i];
+                    const double gate = 2e-4 * gmax + 1e-3 * fabs(gv);
+                    worst             = fmax(worst, fabs(fd - gv) / gate);
+                    TH_CHECK(fabs(fd - gv) <= gate, "%s[%lld]: gradient %.7g, central difference %.7g (gate %.3g, max|%s| %.3g)",
+                             names[t], (long long)i, gv, fd, gate, names[t], gmax);
+                }
+            }
+            printf("  worst |fd - grad| / gate %.3f over 12 elements\n", worst);
+        }
+        for (int t = 0; t < 3; t++) ifl_buffer_free(cu_ctx, g[t].data), free(host[t]), free(grad[t]);
+        ifl_buffer_free(cu_ctx, r.q.data), ifl_buffer_free(cu_ctx, r.k.data), ifl_buffer_free(cu_ctx, r.v.data);
+        ifl_buffer_free(cu_ctx, r.out.data), ifl_buffer_free(cu_ctx, lse.data), ifl_buffer_free(cu_ctx, dout.data);
+        free(r.h_out);
+    }
 }
 
 static void run_instance(struct inst *in) {
     struct dev_in dv;
     dev_inputs_make(in, &dv);
     for (int op = 0; op < N_OPS; op++) {
-        if (op_is_bwd((enum op)op)) continue; /* the backward is not implemented: case_errors checks it says so */
-        if (op == OP_MASKED_FWD && !in->sp->masked) continue;
+        if ((op == OP_MASKED_FWD || op == OP_MASKED_BWD) && !in->sp->masked) continue;
         case_op(in, (enum op)op);
     }
     if (in->sp->errs) case_errors(in);
+    if (in->sp->errs && in->dt == IFL_DTYPE_F32) case_fd(in);
     if (th_case("INPUTS_UNCHANGED(%s)", in->shape)) inst_check_inputs(in);
     dev_inputs_free(in);
 }
@@ -411,6 +555,7 @@ int main(int argc, char **argv) {
     bc.dev_put     = dev_put;
     bc.dev_free    = dev_free;
     bc.sel_ready   = upload_sel;
+    bc.with_dout   = 1;
     bc_init(argc, argv, NULL, NULL);
     double t0 = now_s();
 

@@ -43,14 +43,21 @@ struct attn_params {
     int         sel_cache; /* attn_mma: the tile's selection rows are copied to shared memory */
     float      *part_o;    /* split (gridDim.z > 1): [tiles*hkv][Z][rows][D] unnormalised outputs */
     float      *part_ml;   /* split: [tiles*hkv][Z][rows][2] running max (log2) and sum */
+    /* the backward's dQ pass (BWD kernels) */
+    struct dtensor dout;
+    const void *ld;        /* [Tq][Hq] struct ld2<A>: the LSE in log2 units and Di = <dO, O> */
+    struct dtensor dq;
 };
 
 /* ---- the generic kernel ---- */
 
-template <typename T>
+/* BWD = 0: the forward. BWD = 1: the backward's dQ = scale sum_j P_j (dP_j - Di) k_j with
+ * P_j = exp(s_j - lse) and dP_j = <dO, v_j>, over the same keys the forward saw. */
+template <typename T, int BWD>
 __global__ void __launch_bounds__(128) attn_generic(struct attn_params p) {
     typedef typename acc_of<T>::type A;
     __shared__ A sq[4][IFL_MAX_HEAD_DIM];
+    __shared__ A sdo[BWD ? 4 : 1][BWD ? IFL_MAX_HEAD_DIM : 1];
     const int    warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const A      scale = (A)p.scale;
     for (int64_t r = (int64_t)blockIdx.x * 4 + warp; r < p.rows * p.hq; r += (int64_t)gridDim.x * 4) {
@@ -61,6 +68,12 @@ __global__ void __launch_bounds__(128) attn_generic(struct attn_params p) {
         const T      *qh = (const T *)p.q + token * p.qs0 + h * p.qs1;
         const T      *kb = (const T *)p.k + sqn.k0 * p.ks0 + g * p.ks1, *vb = (const T *)p.v + sqn.k0 * p.vs0 + g * p.vs1;
         for (int64_t d = lane; d < p.D; d += 32) sq[warp][d] = to_acc(qh[d]);
+        A lse2 = 0, di = 0; /* BWD: the row's LSE in log2 units and <dO, O> */
+        if constexpr (BWD) {
+            for (int64_t d = lane; d < p.D; d += 32) sdo[warp][d] = (A)load_any(p.dout.data, p.dout.dtype, token * p.dout.s0 + h * p.dout.s1 + d);
+            const A *ld = (const A *)p.ld + (token * p.hq + h) * 2;
+            lse2 = ld[0], di = ld[1];
+        }
         __syncwarp();
         A m = -INFINITY, l = 0, o[IFL_MAX_HEAD_DIM / 32];
 #pragma unroll
@@ -78,43 +91,66 @@ __global__ void __launch_bounds__(128) attn_generic(struct attn_params p) {
             for (int64_t base = a; base < e; base += 32) {
                 const int64_t key   = base + lane;
                 const int     valid = key < e;
-                A             z     = -INFINITY;
-                if (valid) {
-                    const T *kr = kb + key * p.ks0;
-                    A        d_ = 0;
-                    for (int64_t d = 0; d < p.D; d++) d_ += sq[warp][d] * to_acc(kr[d]);
-                    z = scale * d_;
-                }
-                A mx = z;
-                for (int off = 16; off > 0; off /= 2) {
-                    A y = __shfl_xor_sync(0xffffffffu, mx, off);
-                    mx  = y > mx ? y : mx;
-                }
-                const A mn   = m > mx ? m : mx;
-                const A pj   = valid ? exp(z - mn) : (A)0;
-                const A corr = exp(m - mn); /* m = -inf at the first span: 0 */
-                A       sum  = pj;
-                for (int off = 16; off > 0; off /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, off);
-                l = l * corr + sum;
+                const int64_t n     = e - base < 32 ? e - base : 32;
+                if constexpr (BWD) {
+                    A ds = 0;
+                    if (valid) {
+                        const T *kr = kb + key * p.ks0, *vr = vb + key * p.vs0;
+                        A        qk = 0, dp = 0;
+                        for (int64_t d = 0; d < p.D; d++) qk += sq[warp][d] * to_acc(kr[d]), dp += sdo[warp][d] * to_acc(vr[d]);
+                        ds = exp2(scale * (A)1.4426950408889634 * qk - lse2) * (dp - di);
+                    }
+                    for (int jj = 0; jj < n; jj++) {
+                        const A  w  = __shfl_sync(0xffffffffu, ds, jj);
+                        const T *kr = kb + (base + jj) * p.ks0;
 #pragma unroll
-                for (int x = 0; x < IFL_MAX_HEAD_DIM / 32; x++) o[x] *= corr;
-                const int64_t n = e - base < 32 ? e - base : 32;
-                for (int jj = 0; jj < n; jj++) {
-                    const A  w  = __shfl_sync(0xffffffffu, pj, jj);
-                    const T *vr = vb + (base + jj) * p.vs0;
+                        for (int x = 0; x < IFL_MAX_HEAD_DIM / 32; x++)
+                            if (lane + 32 * x < p.D) o[x] += w * to_acc(kr[lane + 32 * x]);
+                    }
+                } else {
+                    A z = -INFINITY;
+                    if (valid) {
+                        const T *kr = kb + key * p.ks0;
+                        A        d_ = 0;
+                        for (int64_t d = 0; d < p.D; d++) d_ += sq[warp][d] * to_acc(kr[d]);
+                        z = scale * d_;
+                    }
+                    A mx = z;
+                    for (int off = 16; off > 0; off /= 2) {
+                        A y = __shfl_xor_sync(0xffffffffu, mx, off);
+                        mx  = y > mx ? y : mx;
+                    }
+                    const A mn   = m > mx ? m : mx;
+                    const A pj   = valid ? exp(z - mn) : (A)0;
+                    const A corr = exp(m - mn); /* m = -inf at the first span: 0 */
+                    A       sum  = pj;
+                    for (int off = 16; off > 0; off /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+                    l = l * corr + sum;
 #pragma unroll
-                    for (int x = 0; x < IFL_MAX_HEAD_DIM / 32; x++)
-                        if (lane + 32 * x < p.D) o[x] += w * to_acc(vr[lane + 32 * x]);
+                    for (int x = 0; x < IFL_MAX_HEAD_DIM / 32; x++) o[x] *= corr;
+                    for (int jj = 0; jj < n; jj++) {
+                        const A  w  = __shfl_sync(0xffffffffu, pj, jj);
+                        const T *vr = vb + (base + jj) * p.vs0;
+#pragma unroll
+                        for (int x = 0; x < IFL_MAX_HEAD_DIM / 32; x++)
+                            if (lane + 32 * x < p.D) o[x] += w * to_acc(vr[lane + 32 * x]);
+                    }
+                    m = mn;
                 }
-                m = mn;
             }
         }
+        if constexpr (BWD) {
 #pragma unroll
-        for (int x = 0; x < IFL_MAX_HEAD_DIM / 32; x++)
-            if (lane + 32 * x < p.D)
-                store_any(p.out.data, p.out.dtype, token * p.out.s0 + h * p.out.s1 + lane + 32 * x, (double)(l > 0 ? o[x] / l : (A)0));
-        if (p.lse.data && lane == 0)
-            store_any(p.lse.data, p.lse.dtype, token * p.lse.s0 + h, l > 0 ? (double)(m + log(l)) : -(double)INFINITY);
+            for (int x = 0; x < IFL_MAX_HEAD_DIM / 32; x++)
+                if (lane + 32 * x < p.D) store_any(p.dq.data, p.dq.dtype, token * p.dq.s0 + h * p.dq.s1 + lane + 32 * x, (double)(scale * o[x]));
+        } else {
+#pragma unroll
+            for (int x = 0; x < IFL_MAX_HEAD_DIM / 32; x++)
+                if (lane + 32 * x < p.D)
+                    store_any(p.out.data, p.out.dtype, token * p.out.s0 + h * p.out.s1 + lane + 32 * x, (double)(l > 0 ? o[x] / l : (A)0));
+            if (p.lse.data && lane == 0)
+                store_any(p.lse.data, p.lse.dtype, token * p.lse.s0 + h, l > 0 ? (double)(m + log(l)) : -(double)INFINITY);
+        }
         __syncwarp();
     }
 }
@@ -123,12 +159,16 @@ __global__ void __launch_bounds__(128) attn_generic(struct attn_params p) {
 
 #define UNIT_DONE INT64_MAX
 
-template <typename T, int D, int NW>
+/* BWD = 1: the backward's dQ (see attn_generic) on the same walk: per unit S = Q K^T, P = 2^(S
+ * - lse2) (0 where masked), dP = dO V^T, dS = P (dP - Di) rounded to T, dQ += dS K; dQ is scaled
+ * and stored at the end (no split: gridDim.z is 1). */
+template <typename T, int D, int NW, int BWD>
 __global__ void __launch_bounds__(NW * 32) attn_mma(struct attn_params p) {
     constexpr int ROWS = NW * 16, PITCH = D + 8, KT = 64, NT = NW * 32, DC = D / 8;
     extern __shared__ __align__(16) unsigned char smem[];
-    T *sQ = (T *)smem;              /* [ROWS][PITCH] */
-    T *sK = sQ + ROWS * PITCH;      /* [2][KT][PITCH] */
+    T *sQ  = (T *)smem;                      /* [ROWS][PITCH] */
+    T *sdO = sQ + ROWS * PITCH;              /* BWD: [ROWS][PITCH] */
+    T *sK  = sdO + (BWD ? ROWS * PITCH : 0); /* [2][KT][PITCH] */
     T *sV = sK + 2 * KT * PITCH;    /* [2][KT][PITCH] */
     int32_t *sSel = (int32_t *)(sV + 2 * KT * PITCH); /* [TT][K] when p.sel_cache */
     __shared__ int64_t       sPos[ROWS];
@@ -159,6 +199,10 @@ __global__ void __launch_bounds__(NW * 32) attn_mma(struct attn_params p) {
         int      ok  = t < nvalid;
         const T *src = (const T *)p.q + (sq.q0 + i0 + t) * p.qs0 + (g * G + r % G) * p.qs1 + cc * 8;
         cp_async16(smem_u32(sQ + r * PITCH + cc * 8), ok ? (const void *)src : p.q, ok ? 16 : 0);
+        if constexpr (BWD) {
+            const T *so = (const T *)p.dout.data + (sq.q0 + i0 + t) * p.dout.s0 + (g * G + r % G) * p.dout.s1 + cc * 8;
+            cp_async16(smem_u32(sdO + r * PITCH + cc * 8), ok ? (const void *)so : p.dout.data, ok ? 16 : 0);
+        }
     }
     cp_async_commit();
     __syncthreads();
@@ -252,6 +296,13 @@ __global__ void __launch_bounds__(NW * 32) attn_mma(struct attn_params p) {
 #pragma unroll
     for (int x = 0; x < D / 8; x++) O[x][0] = O[x][1] = O[x][2] = O[x][3] = 0.f;
     float m_a = -INFINITY, m_b = -INFINITY, l_a = 0.f, l_b = 0.f;
+    float lse2_a = 0.f, di_a = 0.f, lse2_b = 0.f, di_b = 0.f; /* BWD: the rows' LSE (log2 units), Di */
+    if constexpr (BWD) {
+        const float *ld = (const float *)p.ld;
+        const int64_t xa = ((sq.q0 + i0 + ta) * p.hq + g * G + ra % G) * 2, xb = ((sq.q0 + i0 + tb) * p.hq + g * G + rb % G) * 2;
+        if (ta < nvalid) lse2_a = ld[xa], di_a = ld[xa + 1];
+        if (tb < nvalid) lse2_b = ld[xb], di_b = ld[xb + 1];
+    }
 
     for (int st = 0;; st ^= 1) {
         const int64_t ub = sUnitB[st];
@@ -297,6 +348,46 @@ __global__ void __launch_bounds__(NW * 32) attn_mma(struct attn_params p) {
                     if (e < 2) mxa = fmaxf(mxa, z);
                     else mxb = fmaxf(mxb, z);
                 }
+            if constexpr (BWD) {
+                float dP[8][4];
+#pragma unroll
+                for (int nt = 0; nt < 8; nt++) dP[nt][0] = dP[nt][1] = dP[nt][2] = dP[nt][3] = 0.f;
+#pragma unroll
+                for (int kk = 0; kk < D / 16; kk++) {
+                    uint32_t da[4];
+                    ldsm_x4(smem_u32(sdO + (warp * 16 + (lane % 8) + ((lane / 8) % 2) * 8) * PITCH + kk * 16 + (lane / 16) * 8), da[0],
+                            da[1], da[2], da[3]);
+#pragma unroll
+                    for (int np = 0; np < 4; np++) {
+                        uint32_t b0, b1, b2, b3;
+                        ldsm_x4(smem_u32(vt + (np * 16 + (lane / 16) * 8 + lane % 8) * PITCH + kk * 16 + ((lane / 8) % 2) * 8), b0,
+                                b1, b2, b3);
+                        mma16816<T>(dP[2 * np], da, b0, b1);
+                        mma16816<T>(dP[2 * np + 1], da, b2, b3);
+                    }
+                }
+#pragma unroll
+                for (int nt = 0; nt < 8; nt++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        const float z  = S[nt][e];
+                        const float pr = z == -INFINITY ? 0.f : fast_exp2(z - (e < 2 ? lse2_a : lse2_b));
+                        S[nt][e]       = pr * (dP[nt][e] - (e < 2 ? di_a : di_b)); /* dS */
+                    }
+#pragma unroll
+                for (int kk = 0; kk < 4; kk++) {
+                    uint32_t pa[4] = {pack2<T>(S[2 * kk][0], S[2 * kk][1]), pack2<T>(S[2 * kk][2], S[2 * kk][3]),
+                                      pack2<T>(S[2 * kk + 1][0], S[2 * kk + 1][1]), pack2<T>(S[2 * kk + 1][2], S[2 * kk + 1][3])};
+#pragma unroll
+                    for (int dp = 0; dp < D / 16; dp++) {
+                        uint32_t b0, b1, b2, b3;
+                        ldsm_x4_t(smem_u32(kt + (kk * 16 + ((lane / 8) % 2) * 8 + lane % 8) * PITCH + dp * 16 + (lane / 16) * 8), b0,
+                                  b1, b2, b3);
+                        mma16816<T>(O[2 * dp], pa, b0, b1);
+                        mma16816<T>(O[2 * dp + 1], pa, b2, b3);
+                    }
+                }
+            } else {
             mxa = fmaxf(mxa, __shfl_xor_sync(0xffffffffu, mxa, 1));
             mxa = fmaxf(mxa, __shfl_xor_sync(0xffffffffu, mxa, 2));
             mxb = fmaxf(mxb, __shfl_xor_sync(0xffffffffu, mxb, 1));
@@ -330,8 +421,26 @@ __global__ void __launch_bounds__(NW * 32) attn_mma(struct attn_params p) {
                     mma16816<T>(O[2 * dp + 1], pa, b2, b3);
                 }
             }
+            } /* forward */
         }
         __syncthreads();
+    }
+
+    if constexpr (BWD) { /* dQ = scale * sum dS K */
+        const float sc = (float)p.scale;
+#pragma unroll
+        for (int half = 0; half < 2; half++) {
+            const int r = half ? rb : ra, t = r / G;
+            if (t >= nvalid) continue;
+            const int64_t token = sq.q0 + i0 + t, h = g * G + r % G;
+            const int64_t ob    = token * p.dq.s0 + h * p.dq.s1 + 2 * (lane % 4);
+#pragma unroll
+            for (int x = 0; x < D / 8; x++) {
+                store_any_f(p.dq.data, p.dq.dtype, ob + x * 8, O[x][2 * half] * sc);
+                store_any_f(p.dq.data, p.dq.dtype, ob + x * 8 + 1, O[x][2 * half + 1] * sc);
+            }
+        }
+        return;
     }
 
     /* ---- split: the unnormalised partials, combined by attn_combine ---- */
@@ -413,15 +522,15 @@ __global__ void attn_combine(struct attn_params p, int rows_per_tile, int Z) {
 
 /* ---- dispatch ---- */
 
-template <typename T, int D, int NW>
+template <typename T, int D, int NW, int BWD>
 static enum ifl_status launch_mma(struct ifl_ctx *ctx, struct attn_params &p, int z) {
     struct cuda_state *cs   = cuda_of(ctx);
     const int64_t      tt   = NW * 16 / p.G;
     p.sel_cache             = p.sparse && tt * p.K * 4 <= 16384;
-    const size_t       smem = (size_t)(NW * 16 + 4 * 64) * (D + 8) * sizeof(T) + (p.sel_cache ? (size_t)(tt * p.K) * 4 : 0);
-    CU_TRY(ctx, cudaFuncSetAttribute(attn_mma<T, D, NW>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    const size_t       smem = (size_t)((1 + BWD) * NW * 16 + 4 * 64) * (D + 8) * sizeof(T) + (p.sel_cache ? (size_t)(tt * p.K) * 4 : 0);
+    CU_TRY(ctx, cudaFuncSetAttribute(attn_mma<T, D, NW, BWD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     dim3 grid((unsigned)p.n_tiles, (unsigned)p.hkv, (unsigned)z);
-    attn_mma<T, D, NW><<<grid, NW * 32, smem, cs->stream>>>(p);
+    attn_mma<T, D, NW, BWD><<<grid, NW * 32, smem, cs->stream>>>(p);
     CU_LAUNCHED(ctx);
     if (z > 1) {
         attn_combine<<<(unsigned)(p.n_tiles * p.hkv * NW * 16), 128, 0, cs->stream>>>(p, NW * 16, z);
@@ -430,46 +539,82 @@ static enum ifl_status launch_mma(struct ifl_ctx *ctx, struct attn_params &p, in
     return IFL_STATUS_OK;
 }
 
-template <typename T, int D>
-static enum ifl_status launch_mma_nw(struct ifl_ctx *ctx, struct attn_params &p, int nw, int z) {
-    return nw == 8 ? launch_mma<T, D, 8>(ctx, p, z) : launch_mma<T, D, 4>(ctx, p, z);
+template <int BWD>
+static enum ifl_status launch_mma_any(struct ifl_ctx *ctx, struct attn_params &p, enum ifl_dtype dt, int nw, int z) {
+    if (dt == IFL_DTYPE_BF16) {
+        if (p.D == 64) return nw == 8 ? launch_mma<__nv_bfloat16, 64, 8, BWD>(ctx, p, z) : launch_mma<__nv_bfloat16, 64, 4, BWD>(ctx, p, z);
+        return nw == 8 ? launch_mma<__nv_bfloat16, 128, 8, BWD>(ctx, p, z) : launch_mma<__nv_bfloat16, 128, 4, BWD>(ctx, p, z);
+    }
+    if (p.D == 64) return nw == 8 ? launch_mma<__half, 64, 8, BWD>(ctx, p, z) : launch_mma<__half, 64, 4, BWD>(ctx, p, z);
+    return nw == 8 ? launch_mma<__half, 128, 8, BWD>(ctx, p, z) : launch_mma<__half, 128, 4, BWD>(ctx, p, z);
 }
 
-static int rows_aligned(const struct ifl_tensor *t) {
+template <int BWD> static enum ifl_status launch_generic(struct ifl_ctx *ctx, struct attn_params &p, enum ifl_dtype dt) {
+    struct cuda_state *cs     = cuda_of(ctx);
+    int64_t            blocks = (p.rows * p.hq + 3) / 4;
+    if (blocks > (int64_t)cs->n_sm * 64) blocks = (int64_t)cs->n_sm * 64;
+    switch (dt) {
+    case IFL_DTYPE_F64: attn_generic<double, BWD><<<(unsigned)blocks, 128, 0, cs->stream>>>(p); break;
+    case IFL_DTYPE_F32: attn_generic<float, BWD><<<(unsigned)blocks, 128, 0, cs->stream>>>(p); break;
+    case IFL_DTYPE_F16: attn_generic<__half, BWD><<<(unsigned)blocks, 128, 0, cs->stream>>>(p); break;
+    default: attn_generic<__nv_bfloat16, BWD><<<(unsigned)blocks, 128, 0, cs->stream>>>(p); break;
+    }
+    cudaError_t e = cudaGetLastError();
+    return e == cudaSuccess ? IFL_STATUS_OK : cuda_fail(ctx, e, "attn_generic launch");
+}
+
+int cuda_rows_aligned(const struct ifl_tensor *t) {
     size_t es = ifl_dtype_size(t->dtype);
     return ((uintptr_t)t->data % 16) == 0 && (t->stride[0] * (int64_t)es) % 16 == 0 && (t->stride[1] * (int64_t)es) % 16 == 0;
+}
+
+/* The tensor-core kernels take bf16/f16, D 64 or 128, G dividing 16 or a multiple of 16 (at most
+ * 16 warps' rows) and 16-byte aligned rows; the backward also needs dO in q's dtype. */
+static int attn_fast(const struct cuda_state *cs, const struct ifl__problem *pb, int nw, int bwd) {
+    const enum ifl_dtype dt = pb->q->dtype;
+    return !cs->force_generic && (dt == IFL_DTYPE_BF16 || dt == IFL_DTYPE_F16) && (pb->d == 64 || pb->d == 128) &&
+           (16 % pb->g == 0 || (pb->g % 16 == 0 && pb->g <= 16 * nw)) && cuda_rows_aligned(pb->q) &&
+           cuda_rows_aligned(pb->k) && cuda_rows_aligned(pb->v) &&
+           (!bwd || (pb->dout->dtype == dt && cuda_rows_aligned(pb->dout)));
+}
+
+/* The parameters common to the forward and the dQ pass; uploads the sequence table (tiles of tt
+ * tokens) into *d_seqs. Returns OK with p->rows 0 when there is nothing to do. */
+static enum ifl_status attn_setup(struct ifl_ctx *ctx, const struct ifl__problem *pb, int sparse, int64_t tt,
+                                  struct attn_params *p, void **d_seqs) {
+    memset(p, 0, sizeof *p);
+    *d_seqs = NULL;
+    for (int64_t s = 0; s < pb->n_seqs; s++) p->rows += pb->seqs[s].nq;
+    if (p->rows == 0) return IFL_STATUS_OK;
+    p->q = pb->q->data, p->k = pb->k->data, p->v = pb->v->data;
+    p->qs0 = pb->q->stride[0], p->qs1 = pb->q->stride[1], p->ks0 = pb->k->stride[0], p->ks1 = pb->k->stride[1];
+    p->vs0 = pb->v->stride[0], p->vs1 = pb->v->stride[1];
+    if (sparse) p->sel = (const int32_t *)pb->sel->data, p->ss0 = pb->sel->stride[0], p->ss1 = pb->sel->stride[1], p->K = pb->sel->shape[2];
+    p->hq = pb->hq, p->hkv = pb->hkv, p->G = pb->g, p->D = pb->d, p->bs = pb->cfg.block_size;
+    p->scale = pb->cfg.scale, p->sl2 = (float)(pb->cfg.scale * 1.4426950408889634), p->sparse = sparse;
+    struct dseq *seqs = (struct dseq *)malloc((size_t)pb->n_seqs * sizeof *seqs);
+    if (seqs == NULL) return IFL_FAIL(ctx, IFL_STATUS_OUT_OF_MEMORY, "%s: out of memory", pb->fn);
+    p->n_tiles         = cuda_fill_seqs(pb, tt, seqs);
+    enum ifl_status st = cuda_upload(ctx, seqs, (size_t)pb->n_seqs * sizeof *seqs, d_seqs);
+    free(seqs);
+    p->seqs = (const struct dseq *)*d_seqs, p->n_seqs = (int)pb->n_seqs;
+    if (!st && p->n_tiles > 0x7fffffff) st = IFL_FAIL(ctx, IFL_STATUS_UNSUPPORTED, "%s: too many query tiles for one launch", pb->fn);
+    return st;
 }
 
 enum ifl_status cuda_attn_run(struct ifl_ctx *ctx, const struct ifl__problem *pb, int sparse) {
     struct cuda_state *cs = cuda_of(ctx);
     struct attn_params p;
-    memset(&p, 0, sizeof p);
-    int64_t rows = 0;
-    for (int64_t s = 0; s < pb->n_seqs; s++) rows += pb->seqs[s].nq;
-    if (rows == 0) return IFL_STATUS_OK;
-    p.q = pb->q->data, p.k = pb->k->data, p.v = pb->v->data;
-    p.qs0 = pb->q->stride[0], p.qs1 = pb->q->stride[1], p.ks0 = pb->k->stride[0], p.ks1 = pb->k->stride[1];
-    p.vs0 = pb->v->stride[0], p.vs1 = pb->v->stride[1];
+    void              *d    = NULL;
+    const int          nw   = cs->attn_warps == 8 ? 8 : 4;
+    const int          fast = attn_fast(cs, pb, nw, 0);
+    enum ifl_status    st   = attn_setup(ctx, pb, sparse, fast ? (int64_t)nw * 16 / pb->g : 0, &p, &d);
+    if (st || p.rows == 0) {
+        cuda_scratch_free(ctx, d);
+        return st;
+    }
     p.out = dt_of(pb->out);
     p.lse = dt_of(pb->lse);
-    if (sparse) p.sel = (const int32_t *)pb->sel->data, p.ss0 = pb->sel->stride[0], p.ss1 = pb->sel->stride[1], p.K = pb->sel->shape[2];
-    p.rows = rows, p.hq = pb->hq, p.hkv = pb->hkv, p.G = pb->g, p.D = pb->d, p.bs = pb->cfg.block_size;
-    p.scale = pb->cfg.scale, p.sl2 = (float)(pb->cfg.scale * 1.4426950408889634), p.sparse = sparse;
-
-    const enum ifl_dtype dt = pb->q->dtype;
-    int nw = cs->attn_warps == 8 ? 8 : 4;
-    int fast = !cs->force_generic && (dt == IFL_DTYPE_BF16 || dt == IFL_DTYPE_F16) && (pb->d == 64 || pb->d == 128) &&
-               (16 % pb->g == 0 || (pb->g % 16 == 0 && pb->g <= 16 * nw)) && rows_aligned(pb->q) && rows_aligned(pb->k) &&
-               rows_aligned(pb->v);
-    const int64_t tt   = fast ? (int64_t)nw * 16 / pb->g : 0;
-    struct dseq  *seqs = (struct dseq *)malloc((size_t)pb->n_seqs * sizeof *seqs);
-    void         *d    = NULL;
-    if (seqs == NULL) return IFL_FAIL(ctx, IFL_STATUS_OUT_OF_MEMORY, "%s: out of memory", pb->fn);
-    p.n_tiles          = cuda_fill_seqs(pb, tt, seqs);
-    enum ifl_status st = cuda_upload(ctx, seqs, (size_t)pb->n_seqs * sizeof *seqs, &d);
-    free(seqs);
-    if (st) return st;
-    p.seqs = (const struct dseq *)d, p.n_seqs = (int)pb->n_seqs;
     if (fast) {
         /* too few tiles to fill the device (decode, short chunks): split every tile's units over z blocks */
         int     z = 1;
@@ -490,24 +635,26 @@ enum ifl_status cuda_attn_run(struct ifl_ctx *ctx, const struct ifl__problem *pb
                 st = cuda_scratch(ctx, (size_t)(rr * 2) * sizeof(float), &pml);
             p.part_o = (float *)po, p.part_ml = (float *)pml;
         }
-        if (st) {
-        } else if (p.n_tiles > 0x7fffffff) st = IFL_FAIL(ctx, IFL_STATUS_UNSUPPORTED, "attention: too many query tiles for one launch");
-        else if (dt == IFL_DTYPE_BF16) st = pb->d == 64 ? launch_mma_nw<__nv_bfloat16, 64>(ctx, p, nw, z)
-                                                        : launch_mma_nw<__nv_bfloat16, 128>(ctx, p, nw, z);
-        else st = pb->d == 64 ? launch_mma_nw<__half, 64>(ctx, p, nw, z) : launch_mma_nw<__half, 128>(ctx, p, nw, z);
+        if (!st) st = launch_mma_any<0>(ctx, p, pb->q->dtype, nw, z);
         cuda_scratch_free(ctx, po);
         cuda_scratch_free(ctx, pml);
     } else {
-        int64_t blocks = (rows * pb->hq + 3) / 4;
-        if (blocks > (int64_t)cs->n_sm * 64) blocks = (int64_t)cs->n_sm * 64;
-        switch (dt) {
-        case IFL_DTYPE_F64: attn_generic<double><<<(unsigned)blocks, 128, 0, cs->stream>>>(p); break;
-        case IFL_DTYPE_F32: attn_generic<float><<<(unsigned)blocks, 128, 0, cs->stream>>>(p); break;
-        case IFL_DTYPE_F16: attn_generic<__half><<<(unsigned)blocks, 128, 0, cs->stream>>>(p); break;
-        default: attn_generic<__nv_bfloat16><<<(unsigned)blocks, 128, 0, cs->stream>>>(p); break;
-        }
-        cudaError_t e = cudaGetLastError();
-        if (e != cudaSuccess) st = cuda_fail(ctx, e, "attn_generic launch");
+        st = launch_generic<0>(ctx, p, pb->q->dtype);
+    }
+    cuda_scratch_free(ctx, d);
+    return st;
+}
+
+enum ifl_status cuda_attn_dq(struct ifl_ctx *ctx, const struct ifl__problem *pb, int sparse, const void *ld) {
+    struct cuda_state *cs = cuda_of(ctx);
+    struct attn_params p;
+    void              *d    = NULL;
+    const int          nw   = cs->attn_warps == 8 ? 8 : 4;
+    const int          fast = attn_fast(cs, pb, nw, 1);
+    enum ifl_status    st   = attn_setup(ctx, pb, sparse, fast ? (int64_t)nw * 16 / pb->g : 0, &p, &d);
+    if (!st && p.rows > 0) {
+        p.dout = dt_of(pb->dout), p.dq = dt_of(pb->dq), p.ld = ld;
+        st     = fast ? launch_mma_any<1>(ctx, p, pb->q->dtype, nw, 1) : launch_generic<1>(ctx, p, pb->q->dtype);
     }
     cuda_scratch_free(ctx, d);
     return st;

@@ -3,7 +3,7 @@
  * cuda_backend.cu -- the cuda backend's vtable: context state (device, stream, memory pool,
  * pinned staging), device memory for ifl_buffer_*, and each op's entry: the checks the core
  * leaves to a device-memory backend (device pointers, NaN/Inf scan, the selection's contents),
- * then the kernels of cuda_compress.cu, cuda_select.cu and cuda_attn.cu, then one stream
+ * then the kernels of cuda_compress.cu, cuda_select.cu, cuda_attn.cu and cuda_bwd.cu, then one stream
  * synchronisation so the call is synchronous and a kernel fault is reported by the op that made it.
  *
  * Environment (read at context creation; for testing and tuning):
@@ -82,7 +82,7 @@ enum ifl_status cuda_upload(struct ifl_ctx *ctx, const void *host, size_t n, voi
 
 int64_t cuda_fill_seqs(const struct ifl__problem *pb, int64_t tt, struct dseq *seqs) {
     const struct ifl_sparse_config *c  = &pb->cfg;
-    int64_t                         cq = 0, c1 = 0, c2 = 0, tiles = 0;
+    int64_t                         cq = 0, c1 = 0, c2 = 0, tiles = 0, kt = 0, b = 0;
     for (int64_t s = 0; s < pb->n_seqs; s++) {
         const struct ifl__seq *sq = &pb->seqs[s];
         seqs[s].q0    = sq->q0;
@@ -94,6 +94,10 @@ int64_t cuda_fill_seqs(const struct ifl__problem *pb, int64_t tt, struct dseq *s
         seqs[s].c1    = c1;
         seqs[s].c2    = c2;
         seqs[s].tile0 = tiles;
+        seqs[s].kt0   = kt;
+        seqs[s].b0    = b;
+        kt += ifl__ceil_div(sq->nk, 64);
+        b += ifl__ceil_div(sq->nk, c->block_size);
         cq += sq->nq;
         c1 += ifl_compressed_len(sq->nk, c->kernel_size, c->kernel_stride);
         c2 += ifl_compressed_len(sq->nk, c->coarse_kernel_size, c->coarse_kernel_stride);
@@ -336,17 +340,22 @@ static enum ifl_status clear_sel(struct ifl_ctx *ctx, const struct ifl__problem 
     return op_end(ctx, cuda_fill_sel(ctx, pb));
 }
 
-static enum ifl_status sparse_bwd(struct ifl_ctx *ctx, const struct ifl__problem *pb) {
-    (void)pb;
-    return IFL_FAIL(ctx, IFL_STATUS_UNSUPPORTED,
-                    "ifl_sparse_attn_bwd: the cuda backend has no backward pass yet (forward only; use the cpu or ref backend)");
+static enum ifl_status attn_bwd(struct ifl_ctx *ctx, const struct ifl__problem *pb, int sparse) {
+    const char              *fn    = pb->fn;
+    const struct ifl_tensor *ins[] = {pb->q, pb->k, pb->v, pb->out, pb->dout, sparse ? pb->sel : NULL};
+    const char              *inn[] = {"q", "k", "v", "out", "dout", "sel"};
+    /* lse is an input too, but not scanned for NaN/Inf (-inf is a legitimate forward result): it
+     * rides with the outputs, which get only the pointer check */
+    const struct ifl_tensor *outs[] = {pb->dq, pb->dk, pb->dv, pb->lse};
+    const char              *outn[] = {"dq", "dk", "dv", "lse"};
+    enum ifl_status          st     = op_begin(ctx, fn, pb, ins, inn, 6, outs, outn, 4);
+    if (st) return st;
+    if (sparse && (st = cuda_check_sel(ctx, fn, pb))) return op_end(ctx, st);
+    return op_end(ctx, cuda_bwd_run(ctx, pb, sparse));
 }
 
-static enum ifl_status dense_bwd(struct ifl_ctx *ctx, const struct ifl__problem *pb) {
-    (void)pb;
-    return IFL_FAIL(ctx, IFL_STATUS_UNSUPPORTED,
-                    "ifl_dense_attn_bwd: the cuda backend has no backward pass yet (forward only; use the cpu or ref backend)");
-}
+static enum ifl_status sparse_bwd(struct ifl_ctx *ctx, const struct ifl__problem *pb) { return attn_bwd(ctx, pb, 1); }
+static enum ifl_status dense_bwd(struct ifl_ctx *ctx, const struct ifl__problem *pb) { return attn_bwd(ctx, pb, 0); }
 
 extern "C" const struct ifl__backend ifl__backend_cuda = {
     "cuda",        cuda_init,  cuda_release,  1,          buffer_alloc, buffer_free, buffer_copy,

@@ -103,31 +103,27 @@ struct dseq {
     int64_t cq;       /* query rows of the earlier sequences of this problem (row index space) */
     int64_t c1, c2;   /* first fine / coarse compressed row of the sequence (packed over the problem) */
     int64_t tile0;    /* first query tile of the sequence (kernels with tiles of tokens) */
+    int64_t kt0;      /* first 64-key tile of the sequence (the backward's key-side kernels) */
+    int64_t b0;       /* first block of the sequence, blocks of cfg.block_size packed over the problem */
 };
 
 /* Fills seqs[pb->n_seqs] (c1, c2 packed with cfg's kernels; tile0 for tiles of tt tokens, 0 = no
- * tiles). Returns the total number of tiles. */
+ * tiles; kt0 and b0). Returns the total number of tiles. */
 int64_t cuda_fill_seqs(const struct ifl__problem *pb, int64_t tt, struct dseq *seqs);
 
-/* The sequence owning index x of a cumulative field (cq or tile0): largest s with field(s) <= x. */
-__device__ __forceinline__ int seq_of_row(const struct dseq *seqs, int n, int64_t x) {
+/* The sequence owning index x of a cumulative field F (cq, tile0, kt0, b0): the largest s with
+ * seqs[s].*F <= x. Sequences without rows share their successor's start; the last one wins. */
+template <int64_t dseq::*F> __device__ __forceinline__ int seq_find(const struct dseq *seqs, int n, int64_t x) {
     int lo = 0, hi = n - 1;
     while (lo < hi) {
         int mid = (lo + hi + 1) / 2;
-        if (seqs[mid].cq <= x) lo = mid;
-        else hi = mid - 1;
-    }
-    return lo; /* sequences without rows share their successor's start; the last one wins */
-}
-__device__ __forceinline__ int seq_of_tile(const struct dseq *seqs, int n, int64_t x) {
-    int lo = 0, hi = n - 1;
-    while (lo < hi) {
-        int mid = (lo + hi + 1) / 2;
-        if (seqs[mid].tile0 <= x) lo = mid;
+        if (seqs[mid].*F <= x) lo = mid;
         else hi = mid - 1;
     }
     return lo;
 }
+__device__ __forceinline__ int seq_of_row(const struct dseq *seqs, int n, int64_t x) { return seq_find<&dseq::cq>(seqs, n, x); }
+__device__ __forceinline__ int seq_of_tile(const struct dseq *seqs, int n, int64_t x) { return seq_find<&dseq::tile0>(seqs, n, x); }
 
 /* ---- element access ---- */
 
@@ -146,6 +142,17 @@ template <> __device__ __forceinline__ double round_to<double>(double x) { retur
 template <> __device__ __forceinline__ float  round_to<__half>(float x) { return __half2float(__float2half_rn(x)); }
 template <> __device__ __forceinline__ float  round_to<__nv_bfloat16>(float x) {
     return __bfloat162float(__float2bfloat16_rn(x));
+}
+
+/* The element at offset off of a float tensor of any dtype, as a double. */
+__device__ __forceinline__ double load_any(const void *base, int dtype, int64_t off) {
+    switch (dtype) {
+    case IFL_DTYPE_F64: return ((const double *)base)[off];
+    case IFL_DTYPE_F32: return ((const float *)base)[off];
+    case IFL_DTYPE_F16: return __half2float(((const __half *)base)[off]);
+    case IFL_DTYPE_BF16: return __bfloat162float(((const __nv_bfloat16 *)base)[off]);
+    default: return 0;
+    }
 }
 
 /* Stores x at element offset off of a float tensor of any dtype (rounding to nearest even). */
@@ -243,6 +250,17 @@ enum ifl_status cuda_select_run(struct ifl_ctx *ctx, const struct ifl__problem *
 
 /* cuda_attn.cu: stage 2 (sparse = 1, pb->sel already validated) or dense causal attention. */
 enum ifl_status cuda_attn_run(struct ifl_ctx *ctx, const struct ifl__problem *pb, int sparse);
+
+/* cuda_attn.cu: the backward's dQ into pb->dq, walking the keys as the forward does; ld holds
+ * [Tq][Hq] pairs (LSE in log2 units, Di = <dO, O>) in the accumulation type (f64 for f64 inputs). */
+enum ifl_status cuda_attn_dq(struct ifl_ctx *ctx, const struct ifl__problem *pb, int sparse, const void *ld);
+
+/* cuda_attn.cu: 1 when the tensor's rows (and its start) are 16-byte aligned (cp.async). */
+int cuda_rows_aligned(const struct ifl_tensor *t);
+
+/* cuda_bwd.cu: the backward of stage 2 (sparse = 1, pb->sel already validated) or of dense causal
+ * attention: dq, dk, dv. */
+enum ifl_status cuda_bwd_run(struct ifl_ctx *ctx, const struct ifl__problem *pb, int sparse);
 
 /* cuda_check.cu: device-side checks the core leaves to a device-memory backend. */
 enum ifl_status cuda_check_finite_all(struct ifl_ctx *ctx, const char *fn, const struct ifl_tensor *const *ts,

@@ -7,34 +7,12 @@
  */
 #include "cuda_common.cuh"
 
-__device__ __forceinline__ double load_any(const void *base, int dtype, int64_t off) {
-    switch (dtype) {
-    case IFL_DTYPE_F64: return ((const double *)base)[off];
-    case IFL_DTYPE_F32: return ((const float *)base)[off];
-    case IFL_DTYPE_F16: return __half2float(((const __half *)base)[off]);
-    case IFL_DTYPE_BF16: return __bfloat162float(((const __nv_bfloat16 *)base)[off]);
-    default: return 0;
-    }
-}
-
-/* The sequence owning packed compressed row x (which = 1 fine, 2 coarse). */
-__device__ __forceinline__ int seq_of_crow(const struct dseq *seqs, int n, int which, int64_t x) {
-    int lo = 0, hi = n - 1;
-    while (lo < hi) {
-        int     mid = (lo + hi + 1) / 2;
-        int64_t c   = which == 1 ? seqs[mid].c1 : seqs[mid].c2;
-        if (c <= x) lo = mid;
-        else hi = mid - 1;
-    }
-    return lo;
-}
-
 template <typename T>
 __global__ void compress_kernel(const T *k, int64_t ks0, int64_t ks1, const struct dseq *seqs, int n_seqs, int which,
                                 int64_t kernel, int64_t stride, int64_t hkv, int64_t D, struct dtensor out) {
     typedef typename acc_of<T>::type A;
     const int64_t row = blockIdx.x / hkv, g = blockIdx.x % hkv;
-    const int     s   = seq_of_crow(seqs, n_seqs, which, row);
+    const int     s   = which == 1 ? seq_find<&dseq::c1>(seqs, n_seqs, row) : seq_find<&dseq::c2>(seqs, n_seqs, row);
     const int64_t j   = row - (which == 1 ? seqs[s].c1 : seqs[s].c2);
     const T      *src = k + (seqs[s].k0 + j * stride) * ks0 + g * ks1;
     for (int64_t d = threadIdx.x; d < D; d += blockDim.x) {

@@ -652,11 +652,6 @@ static enum ifl_status launch_generic(struct ifl_ctx *ctx, struct sel_params &p,
 }
 
 /* 16-byte aligned rows: the fast kernels stage q with cp.async. */
-static int rows_aligned(const struct ifl_tensor *t) {
-    size_t es = ifl_dtype_size(t->dtype);
-    return ((uintptr_t)t->data % 16) == 0 && (t->stride[0] * (int64_t)es) % 16 == 0 && (t->stride[1] * (int64_t)es) % 16 == 0;
-}
-
 enum ifl_status cuda_select_run(struct ifl_ctx *ctx, const struct ifl__problem *pb, const void *c1, const void *c2) {
     struct cuda_state              *cs = cuda_of(ctx);
     const struct ifl_sparse_config *c  = &pb->cfg;
@@ -686,7 +681,7 @@ enum ifl_status cuda_select_run(struct ifl_ctx *ctx, const struct ifl__problem *
      * blocks must tile a chunk of keys, and a block's window may reach at most SEL_PRE keys back */
     const enum ifl_dtype dt = pb->q->dtype;
     int fast = !cs->force_generic && (dt == IFL_DTYPE_BF16 || dt == IFL_DTYPE_F16) && (pb->d == 64 || pb->d == 128) &&
-               pb->g <= 16 && 16 % pb->g == 0 && rows_aligned(pb->q) && SEL_CH % p.r == 0 && p.m <= SEL_PRE + 1 &&
+               pb->g <= 16 && 16 % pb->g == 0 && cuda_rows_aligned(pb->q) && SEL_CH % p.r == 0 && p.m <= SEL_PRE + 1 &&
                max_nb < (1 << 30);
     int    nw = 0;
     size_t smem = 0;
