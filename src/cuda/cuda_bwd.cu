@@ -21,7 +21,7 @@
  *
  * Load balance on the key side: a tile's tokens can be all of the sequence's (the init block of
  * sparse attention, the first tiles of dense), so the host cuts each tile's chunks into work items
- * of at most `cap` chunks (a quarter of a resident block's fair share), orders them heaviest first,
+ * of at most `cap` chunks (a quarter of a resident block's fair share), launches the cut ones first,
  * and the items of a tile cut in several write f32 partials that bwd_kv_reduce adds in item order.
  */
 #include "cuda_common.cuh"
@@ -413,15 +413,23 @@ done:
     return st;
 }
 
-/* A work item of bwd_kv_mma and its chunk count (for the heaviest-first order). */
+/* A work item of bwd_kv_mma, its chunk count and its partial slot (-1: the tile's only item). */
 struct kv_item {
     int4    w;
     int64_t chunks, slot;
 };
-static int heavier_first(const void *a, const void *b) {
+/* The launch order: the items of cut tiles first (the heaviest work, so it does not finish last),
+ * heaviest first; then every other item in tile order, which keeps neighbouring tiles (sharing most
+ * of their tokens: the local window, dense attention) in flight together for the L2 cache. Dense
+ * tiles come heaviest first in tile order anyway. */
+static int launch_order(const void *a, const void *b) {
     const struct kv_item *x = (const struct kv_item *)a, *y = (const struct kv_item *)b;
-    if (x->chunks != y->chunks) return x->chunks > y->chunks ? -1 : 1;
-    return x->w.x != y->w.x ? (x->w.x < y->w.x ? -1 : 1) : (x->w.y < y->w.y ? -1 : x->w.y > y->w.y);
+    const int             cx = x->slot >= 0, cy = y->slot >= 0;
+    if (cx != cy) return cx ? -1 : 1;
+    if (cx && x->chunks != y->chunks) return x->chunks > y->chunks ? -1 : 1;
+    if (x->w.x != y->w.x) return x->w.x < y->w.x ? -1 : 1;
+    if (x->w.y != y->w.y) return x->w.y < y->w.y ? -1 : 1;
+    return x->w.z < y->w.z ? -1 : x->w.z > y->w.z;
 }
 
 /* Cuts every (key tile, KV head) into items of at most cap chunks and launches bwd_kv_mma, then
@@ -487,7 +495,7 @@ static enum ifl_status kv_mma_launch(struct ifl_ctx *ctx, const struct ifl__prob
             if (k > 1) ns += k;
         }
     }
-    qsort(items, (size_t)n_items, sizeof *items, heavier_first);
+    qsort(items, (size_t)n_items, sizeof *items, launch_order);
     for (int64_t i = 0; i < n_items; i++) w_host[i] = items[i].w, slot_host[i] = items[i].slot;
     if ((st = cuda_upload(ctx, w_host, (size_t)n_items * sizeof *w_host, &d_items)) ||
         (st = cuda_upload(ctx, slot_host, (size_t)n_items * sizeof *slot_host, &d_slots)) ||
