@@ -10,18 +10,25 @@
 # Shape: batch 1, 32 query heads, 2 KV heads, head dim 128, bf16, the default sparse config.
 #   prefill  the full causal prefill of N queries over N keys (bench --ops prefill --keys N --queries N)
 #   decode   one query after N-1 keys (bench --ops decode)
+#   backward the backward of that full causal prefill, dense and sparse (bench --ops backward
+#            --bwd-keys N --queries N); PyTorch times autograd.grad of SDPA alone (bench_torch.py
+#            --bwd-lens). A build whose backend refuses the backward (UNSUPPORTED) gets a table
+#            that says so; that is not a failure.
 # Environment: OUT (logs, default /tmp/bench_cuda), PREFILL (key counts, default
 # "8192 32768 65536 131072"; empty: none), DECODE ("32768,131072"; empty: none), DECODE_RUNS (20),
-# JOBS (make -j, default nproc).
+# BWD (key counts of the backward, default "8192 32768 65536 131072"; empty: none), JOBS (make -j,
+# default nproc).
 # Files under $OUT: build.log, test_cuda.log, memcheck.log, bench.log (the tool's tables, PyTorch's
-# output), infllm.json and torch.json (one JSON object per case), table.md (the combined table).
+# output), infllm.json and torch.json (one JSON object per case), bwd_status.txt (one line "N ok",
+# "N unsupported" or "N failed" per backward size of infllm bench), table.md (the combined table).
 # Exit status: 1 when the build, test_cuda or memcheck failed (memcheck also when it could not run)
-# or a benchmark failed.
+# or a benchmark failed (an UNSUPPORTED backward is not a failure).
 set -u
 out=${OUT:-/tmp/bench_cuda}
 prefill=${PREFILL-8192 32768 65536 131072}
 decode=${DECODE-32768,131072}
 decode_runs=${DECODE_RUNS:-20}
+bwd=${BWD-8192 32768 65536 131072}
 jobs=${JOBS:-$(nproc)}
 mkdir -p "$out" || exit 1
 [ $# -eq 0 ] && set -- all
@@ -76,12 +83,36 @@ for phase in $phases; do
             build/cuda/infllm bench --backend cuda --json --ops decode --keys "$decode" --runs "$decode_runs" \
                 >>"$json" 2>>"$out/bench.log" || rc=1
         fi
+        # backward: one call per size (dense and sparse, random and correlated inputs). The tool
+        # probes the backend and, when it refuses the backward, notes "skipping op backward" and
+        # exits 2 (nothing left to run): recorded as unsupported, not as a failure.
+        : >"$out/bwd_status.txt"
+        for n in $bwd; do
+            echo "   backward $n"
+            build/cuda/infllm bench --backend cuda --json --ops backward --bwd-keys "$n" --queries "$n" \
+                >>"$json" 2>"$out/bwd.err"
+            brc=$?
+            cat "$out/bwd.err" >>"$out/bench.log"
+            if [ $brc -eq 0 ]; then
+                st=ok
+            elif grep -q "skipping op backward" "$out/bwd.err"; then
+                st=unsupported
+            else
+                st=failed
+                rc=1
+                tail -3 "$out/bwd.err"
+            fi
+            [ $st = ok ] || echo "   backward $n: $st"
+            echo "$n $st" >>"$out/bwd_status.txt"
+        done
+        rm -f "$out/bwd.err"
         echo "== PyTorch scaled_dot_product_attention (cuDNN, flash)"
         lens=$(echo $prefill | tr ' ' ',')
-        PYTHONUNBUFFERED=1 python3 dev/cuda/bench_torch.py --lens "$lens" --decode "$decode" \
+        bwd_lens=$(echo $bwd | tr ' ' ',')
+        PYTHONUNBUFFERED=1 python3 dev/cuda/bench_torch.py --lens "$lens" --bwd-lens "$bwd_lens" --decode "$decode" \
             --json "$out/torch.json" >>"$out/bench.log" 2>&1 || { rc=1; tail -5 "$out/bench.log"; }
         echo "== combined table (table.md)"
-        python3 - "$json" "$out/torch.json" "$gpu" <<'EOF' | tee "$out/table.md"
+        python3 - "$json" "$out/torch.json" "$gpu" "$bwd" "$out/bwd_status.txt" <<'EOF' | tee "$out/table.md"
 import json, sys
 
 def load(path):
@@ -150,6 +181,55 @@ for r in ours:
     print(f"| {r['inputs']} | {size(n)} | {us('sparse_ms')} | {us('select_ms')} | {us('attend_ms')} "
           f"| {us('dense_ms')} | {sd('decode', n, 'cudnn', 1e3, '.1f', False)} "
           f"| {sd('decode', n, 'flash', 1e3, '.1f', False)} |")
+
+# backward of the full causal prefill: ours (one row per inputs kind) next to SDPA's (the same on
+# every row). Dense TFLOP/s all from 2.5 x 2*N^2*D*Hq, so their ratios are the ratios of the times.
+bwd = [int(x) for x in sys.argv[4].split()]
+status = {}
+try:
+    with open(sys.argv[5]) as f:
+        for line in f:
+            w = line.split()
+            if len(w) == 2:
+                status[int(w[0])] = w[1]
+except OSError:
+    pass
+
+def bw(n, be):
+    """SDPA's backward: 'ms (TFLOP/s)', 'failed' when it ran and failed, '-' when not run."""
+    r = sdpa.get(("backward", n, be))
+    if r is None:
+        return "-"
+    return "failed" if r["ms"] is None else f"{r['ms']:.2f} ({r['tflops']:.0f})"
+
+if bwd:
+    print()
+    print("Backward of the full causal prefill, batch 1 (ms; TFLOP/s in parentheses): ours ifl_dense_attn_bwd / "
+          "ifl_sparse_attn_bwd (the selection from the forward, not timed), SDPA autograd.grad alone (K/V expanded). "
+          "FLOP = 2.5x forward: dense 5*N^2*D*Hq; sparse 'eff' 2.5*4*N*6144*D*Hq (the issue's count), 'exact' "
+          "the keys each row really attends.")
+    print()
+    print("| inputs | N | dense bwd (ours) ms | sparse bwd ms | sparse bwd TFLOP/s eff / exact | cuDNN bwd ms "
+          "| FA2 bwd ms | cuDNN bwd / sparse bwd |")
+    print("|---|---|---|---|---|---|---|---|")
+for n in bwd:
+    dflop, sflop = 2.5 * 2 * n * n * D * HQ, 2.5 * 4 * n * KEYS * D * HQ
+    cud = sdpa.get(("backward", n, "cudnn"))
+    rows = {r["inputs"]: r for r in ours if r["op"] == "backward" and r["n_keys"] == n and r["n_queries"] == n}
+    # a kind the tool did not report: the size's status (unsupported, failed, or not run)
+    missing = status.get(n, "not run").replace("ok", "-")
+    for inputs in (["random", "correlated"] if rows else ["-"]):
+        r = rows.get(inputs)
+        if r is None:
+            print(f"| {inputs} | {size(n)} | {missing} | {missing} | - | {bw(n, 'cudnn')} | {bw(n, 'flash')} | - |")
+            continue
+        dms, sms = r["dense_ms"], r["sparse_ms"]
+        dense = f"{dms:.2f} ({dflop / dms * 1e-9:.0f})" if dms else num(dms, ".2f")
+        eff = sflop / sms * 1e-9 if sms else None
+        exact = r["attend_gflop"] / sms if sms and r.get("attend_gflop") else None
+        speed = f"{cud['ms'] / sms:.2f}x" if cud and cud["ms"] and sms else "-"
+        print(f"| {inputs} | {size(n)} | {dense} | {num(sms, '.2f')} | {num(eff, '.0f')} / {num(exact, '.0f')} "
+              f"| {bw(n, 'cudnn')} | {bw(n, 'flash')} | {speed} |")
 EOF
         ;;
     esac
