@@ -352,20 +352,7 @@ __global__ void __launch_bounds__(NW * 32) attn_mma(struct attn_params p) {
                 float dP[8][4];
 #pragma unroll
                 for (int nt = 0; nt < 8; nt++) dP[nt][0] = dP[nt][1] = dP[nt][2] = dP[nt][3] = 0.f;
-#pragma unroll
-                for (int kk = 0; kk < D / 16; kk++) {
-                    uint32_t da[4];
-                    ldsm_x4(smem_u32(sdO + (warp * 16 + (lane % 8) + ((lane / 8) % 2) * 8) * PITCH + kk * 16 + (lane / 16) * 8), da[0],
-                            da[1], da[2], da[3]);
-#pragma unroll
-                    for (int np = 0; np < 4; np++) {
-                        uint32_t b0, b1, b2, b3;
-                        ldsm_x4(smem_u32(vt + (np * 16 + (lane / 16) * 8 + lane % 8) * PITCH + kk * 16 + ((lane / 8) % 2) * 8), b0,
-                                b1, b2, b3);
-                        mma16816<T>(dP[2 * np], da, b0, b1);
-                        mma16816<T>(dP[2 * np + 1], da, b2, b3);
-                    }
-                }
+                mma_abt_16x64<T, D>(dP, sdO + warp * 16 * PITCH, vt, PITCH, lane);
 #pragma unroll
                 for (int nt = 0; nt < 8; nt++)
 #pragma unroll
@@ -374,19 +361,7 @@ __global__ void __launch_bounds__(NW * 32) attn_mma(struct attn_params p) {
                         const float pr = z == -INFINITY ? 0.f : fast_exp2(z - (e < 2 ? lse2_a : lse2_b));
                         S[nt][e]       = pr * (dP[nt][e] - (e < 2 ? di_a : di_b)); /* dS */
                     }
-#pragma unroll
-                for (int kk = 0; kk < 4; kk++) {
-                    uint32_t pa[4] = {pack2<T>(S[2 * kk][0], S[2 * kk][1]), pack2<T>(S[2 * kk][2], S[2 * kk][3]),
-                                      pack2<T>(S[2 * kk + 1][0], S[2 * kk + 1][1]), pack2<T>(S[2 * kk + 1][2], S[2 * kk + 1][3])};
-#pragma unroll
-                    for (int dp = 0; dp < D / 16; dp++) {
-                        uint32_t b0, b1, b2, b3;
-                        ldsm_x4_t(smem_u32(kt + (kk * 16 + ((lane / 8) % 2) * 8 + lane % 8) * PITCH + dp * 16 + (lane / 16) * 8), b0,
-                                  b1, b2, b3);
-                        mma16816<T>(O[2 * dp], pa, b0, b1);
-                        mma16816<T>(O[2 * dp + 1], pa, b2, b3);
-                    }
-                }
+                mma_pb_16x64<T, D>(O, S, kt, PITCH, lane); /* dQ += dS K */
             } else {
             mxa = fmaxf(mxa, __shfl_xor_sync(0xffffffffu, mxa, 1));
             mxa = fmaxf(mxa, __shfl_xor_sync(0xffffffffu, mxa, 2));
@@ -408,19 +383,7 @@ __global__ void __launch_bounds__(NW * 32) attn_mma(struct attn_params p) {
             l_b = l_b * cb + sb;
 #pragma unroll
             for (int x = 0; x < D / 8; x++) O[x][0] *= ca, O[x][1] *= ca, O[x][2] *= cb, O[x][3] *= cb;
-#pragma unroll
-            for (int kk = 0; kk < 4; kk++) {
-                uint32_t pa[4] = {pack2<T>(S[2 * kk][0], S[2 * kk][1]), pack2<T>(S[2 * kk][2], S[2 * kk][3]),
-                                  pack2<T>(S[2 * kk + 1][0], S[2 * kk + 1][1]), pack2<T>(S[2 * kk + 1][2], S[2 * kk + 1][3])};
-#pragma unroll
-                for (int dp = 0; dp < D / 16; dp++) {
-                    uint32_t b0, b1, b2, b3;
-                    ldsm_x4_t(smem_u32(vt + (kk * 16 + ((lane / 8) % 2) * 8 + lane % 8) * PITCH + dp * 16 + (lane / 16) * 8), b0,
-                              b1, b2, b3);
-                    mma16816<T>(O[2 * dp], pa, b0, b1);
-                    mma16816<T>(O[2 * dp + 1], pa, b2, b3);
-                }
-            }
+            mma_pb_16x64<T, D>(O, S, vt, PITCH, lane); /* O += P V */
             } /* forward */
         }
         __syncthreads();
@@ -592,11 +555,7 @@ static enum ifl_status attn_setup(struct ifl_ctx *ctx, const struct ifl__problem
     if (sparse) p->sel = (const int32_t *)pb->sel->data, p->ss0 = pb->sel->stride[0], p->ss1 = pb->sel->stride[1], p->K = pb->sel->shape[2];
     p->hq = pb->hq, p->hkv = pb->hkv, p->G = pb->g, p->D = pb->d, p->bs = pb->cfg.block_size;
     p->scale = pb->cfg.scale, p->sl2 = (float)(pb->cfg.scale * 1.4426950408889634), p->sparse = sparse;
-    struct dseq *seqs = (struct dseq *)malloc((size_t)pb->n_seqs * sizeof *seqs);
-    if (seqs == NULL) return IFL_FAIL(ctx, IFL_STATUS_OUT_OF_MEMORY, "%s: out of memory", pb->fn);
-    p->n_tiles         = cuda_fill_seqs(pb, tt, seqs);
-    enum ifl_status st = cuda_upload(ctx, seqs, (size_t)pb->n_seqs * sizeof *seqs, d_seqs);
-    free(seqs);
+    enum ifl_status st = cuda_seqs_upload(ctx, pb, tt, d_seqs, &p->n_tiles, NULL);
     p->seqs = (const struct dseq *)*d_seqs, p->n_seqs = (int)pb->n_seqs;
     if (!st && p->n_tiles > 0x7fffffff) st = IFL_FAIL(ctx, IFL_STATUS_UNSUPPORTED, "%s: too many query tiles for one launch", pb->fn);
     return st;

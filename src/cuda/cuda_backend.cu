@@ -106,6 +106,20 @@ int64_t cuda_fill_seqs(const struct ifl__problem *pb, int64_t tt, struct dseq *s
     return tiles;
 }
 
+enum ifl_status cuda_seqs_upload(struct ifl_ctx *ctx, const struct ifl__problem *pb, int64_t tt, void **d_seqs,
+                                 int64_t *n_tiles, struct dseq **host) {
+    struct dseq *seqs = (struct dseq *)malloc((size_t)pb->n_seqs * sizeof *seqs);
+    *d_seqs           = NULL;
+    if (host) *host = NULL;
+    if (seqs == NULL) return IFL_FAIL(ctx, IFL_STATUS_OUT_OF_MEMORY, "%s: out of memory", pb->fn);
+    const int64_t   tiles = cuda_fill_seqs(pb, tt, seqs);
+    enum ifl_status st    = cuda_upload(ctx, seqs, (size_t)pb->n_seqs * sizeof *seqs, d_seqs);
+    if (n_tiles) *n_tiles = tiles;
+    if (host && st == IFL_STATUS_OK) *host = seqs;
+    else free(seqs);
+    return st;
+}
+
 static enum ifl_status buffer_alloc(struct ifl_ctx *ctx, size_t bytes, void **out) {
     struct cuda_state *cs = cuda_of(ctx);
     enum ifl_status    st = cuda_scratch(ctx, bytes, out);
@@ -262,18 +276,13 @@ static enum ifl_status compress_keys(struct ifl_ctx *ctx, const struct ifl__prob
     const struct ifl_tensor *outs[] = {pb->c1, pb->c2};
     const char              *outn[] = {"c1", "c2"};
     enum ifl_status          st     = op_begin(ctx, fn, pb, ins, inn, 1, outs, outn, 2);
-    struct dseq             *seqs   = NULL;
     void                    *d_seqs = NULL;
     if (st) return st;
-    seqs = (struct dseq *)malloc((size_t)pb->n_seqs * sizeof *seqs);
-    if (seqs == NULL) return IFL_FAIL(ctx, IFL_STATUS_OUT_OF_MEMORY, "%s: out of memory", fn);
-    cuda_fill_seqs(pb, 0, seqs);
-    if ((st = cuda_upload(ctx, seqs, (size_t)pb->n_seqs * sizeof *seqs, &d_seqs))) goto done;
+    if ((st = cuda_seqs_upload(ctx, pb, 0, &d_seqs, NULL, NULL))) goto done;
     if (pb->c1 && (st = cuda_compress(ctx, pb, (const struct dseq *)d_seqs, 1, pb->c1->shape[0], dt_of(pb->c1)))) goto done;
     if (pb->c2 && (st = cuda_compress(ctx, pb, (const struct dseq *)d_seqs, 2, pb->c2->shape[0], dt_of(pb->c2)))) goto done;
 done:
     cuda_scratch_free(ctx, d_seqs);
-    free(seqs);
     return op_end(ctx, st);
 }
 
@@ -284,15 +293,11 @@ static enum ifl_status select_blocks(struct ifl_ctx *ctx, const struct ifl__prob
     const struct ifl_tensor *outs[] = {pb->sel};
     const char              *outn[] = {"sel"};
     enum ifl_status          st     = op_begin(ctx, fn, pb, ins, inn, 4, outs, outn, 1);
-    struct dseq             *seqs   = NULL;
     void *d_seqs = NULL, *c1 = NULL, *c2 = NULL;
     if (st) return st;
     const struct ifl_sparse_config *c  = &pb->cfg;
     const size_t                    es = ifl_dtype_size(pb->k->dtype), row = (size_t)(pb->hkv * pb->d) * es;
     int64_t                         n1 = 0, n2 = 0;
-    seqs = (struct dseq *)malloc((size_t)pb->n_seqs * sizeof *seqs);
-    if (seqs == NULL) return IFL_FAIL(ctx, IFL_STATUS_OUT_OF_MEMORY, "%s: out of memory", fn);
-    cuda_fill_seqs(pb, 0, seqs);
     for (int64_t s = 0; s < pb->n_seqs; s++) {
         n1 += ifl_compressed_len(pb->seqs[s].nk, c->kernel_size, c->kernel_stride);
         n2 += ifl_compressed_len(pb->seqs[s].nk, c->coarse_kernel_size, c->coarse_kernel_stride);
@@ -300,7 +305,7 @@ static enum ifl_status select_blocks(struct ifl_ctx *ctx, const struct ifl__prob
     /* the compressed keys, contiguous in k's dtype: the caller's (a cache's), or computed here */
     if ((st = cuda_scratch(ctx, (size_t)n1 * row + 16, &c1)) || (st = cuda_scratch(ctx, (size_t)n2 * row + 16, &c2)))
         goto done;
-    if ((st = cuda_upload(ctx, seqs, (size_t)pb->n_seqs * sizeof *seqs, &d_seqs))) goto done;
+    if ((st = cuda_seqs_upload(ctx, pb, 0, &d_seqs, NULL, NULL))) goto done;
     if (n1 > 0) {
         struct dtensor o = {c1, (int)pb->k->dtype, pb->hkv * pb->d, pb->d};
         st = pb->c1 ? cuda_copy_rows(ctx, pb, pb->c1, c1) : cuda_compress(ctx, pb, (const struct dseq *)d_seqs, 1, n1, o);
@@ -316,7 +321,6 @@ done:
     cuda_scratch_free(ctx, d_seqs);
     cuda_scratch_free(ctx, c1);
     cuda_scratch_free(ctx, c2);
-    free(seqs);
     return op_end(ctx, st);
 }
 

@@ -199,24 +199,8 @@ __global__ void __launch_bounds__(128) bwd_kv_mma(struct kv_params p) {
         for (int nt = 0; nt < 8; nt++)
 #pragma unroll
             for (int e = 0; e < 4; e++) S[nt][e] = dP[nt][e] = 0.f;
-#pragma unroll
-        for (int kk = 0; kk < D / 16; kk++) {
-            uint32_t ka[4], va[4];
-            const int arow = (warp * 16 + (lane % 8) + ((lane / 8) % 2) * 8) * PITCH + kk * 16 + (lane / 16) * 8;
-            ldsm_x4(smem_u32(sK + arow), ka[0], ka[1], ka[2], ka[3]);
-            ldsm_x4(smem_u32(sV + arow), va[0], va[1], va[2], va[3]);
-#pragma unroll
-            for (int np = 0; np < 4; np++) {
-                const int brow = (np * 16 + (lane / 16) * 8 + lane % 8) * PITCH + kk * 16 + ((lane / 8) % 2) * 8;
-                uint32_t  b0, b1, b2, b3;
-                ldsm_x4(smem_u32(q_ + brow), b0, b1, b2, b3);
-                mma16816<T>(S[2 * np], ka, b0, b1);
-                mma16816<T>(S[2 * np + 1], ka, b2, b3);
-                ldsm_x4(smem_u32(o_ + brow), b0, b1, b2, b3);
-                mma16816<T>(dP[2 * np], va, b0, b1);
-                mma16816<T>(dP[2 * np + 1], va, b2, b3);
-            }
-        }
+        mma_abt_16x64<T, D>(S, sK + warp * 16 * PITCH, q_, PITCH, lane);  /* S^T = K Q^T */
+        mma_abt_16x64<T, D>(dP, sV + warp * 16 * PITCH, o_, PITCH, lane); /* dP^T = V dO^T */
 #pragma unroll
         for (int nt = 0; nt < 8; nt++)
 #pragma unroll
@@ -227,24 +211,8 @@ __global__ void __launch_bounds__(128) bwd_kv_mma(struct kv_params p) {
                 S[nt][e]         = pr;
                 dP[nt][e]        = pr * (dP[nt][e] - sDi[buf][r]); /* dS */
             }
-#pragma unroll
-        for (int kk = 0; kk < 4; kk++) {
-            uint32_t pa[4] = {pack2<T>(S[2 * kk][0], S[2 * kk][1]), pack2<T>(S[2 * kk][2], S[2 * kk][3]),
-                              pack2<T>(S[2 * kk + 1][0], S[2 * kk + 1][1]), pack2<T>(S[2 * kk + 1][2], S[2 * kk + 1][3])};
-            uint32_t sa[4] = {pack2<T>(dP[2 * kk][0], dP[2 * kk][1]), pack2<T>(dP[2 * kk][2], dP[2 * kk][3]),
-                              pack2<T>(dP[2 * kk + 1][0], dP[2 * kk + 1][1]), pack2<T>(dP[2 * kk + 1][2], dP[2 * kk + 1][3])};
-#pragma unroll
-            for (int dp = 0; dp < D / 16; dp++) {
-                const int brow = (kk * 16 + ((lane / 8) % 2) * 8 + lane % 8) * PITCH + dp * 16 + (lane / 16) * 8;
-                uint32_t  b0, b1, b2, b3;
-                ldsm_x4_t(smem_u32(o_ + brow), b0, b1, b2, b3);
-                mma16816<T>(dV[2 * dp], pa, b0, b1);
-                mma16816<T>(dV[2 * dp + 1], pa, b2, b3);
-                ldsm_x4_t(smem_u32(q_ + brow), b0, b1, b2, b3);
-                mma16816<T>(dK[2 * dp], sa, b0, b1);
-                mma16816<T>(dK[2 * dp + 1], sa, b2, b3);
-            }
-        }
+        mma_pb_16x64<T, D>(dV, S, o_, PITCH, lane);  /* dV += P^T dO */
+        mma_pb_16x64<T, D>(dK, dP, q_, PITCH, lane); /* dK += dS^T Q */
         __syncthreads();
     }
     cp_async_wait<0>();
@@ -550,10 +518,7 @@ enum ifl_status cuda_bwd_run(struct ifl_ctx *ctx, const struct ifl__problem *pb,
                      pb->g <= KV_TILE && cuda_rows_aligned(pb->q) && cuda_rows_aligned(pb->k) && cuda_rows_aligned(pb->v) &&
                      pb->dout->dtype == dt && cuda_rows_aligned(pb->dout) && (!sparse || pb->cfg.block_size % KV_TILE == 0);
 
-    seqs = (struct dseq *)malloc((size_t)pb->n_seqs * sizeof *seqs);
-    if (seqs == NULL) return IFL_FAIL(ctx, IFL_STATUS_OUT_OF_MEMORY, "%s: out of memory", pb->fn);
-    cuda_fill_seqs(pb, 0, seqs);
-    if ((st = cuda_upload(ctx, seqs, (size_t)pb->n_seqs * sizeof *seqs, &d_seqs))) goto done;
+    if ((st = cuda_seqs_upload(ctx, pb, 0, &d_seqs, NULL, &seqs))) goto done;
     if ((st = cuda_scratch(ctx, (size_t)(pb->tq * pb->hq) * 2 * acc, &ld))) goto done;
     {
         int64_t blocks = (pb->tq * pb->hq + 7) / 8;

@@ -162,14 +162,11 @@ enum ifl_status cuda_check_sel(struct ifl_ctx *ctx, const char *fn, const struct
     enum ifl_status          st  = IFL_STATUS_OK;
     void                    *d_seqs = NULL;
     int32_t                 *row    = NULL;
-    struct dseq             *seqs   = (struct dseq *)malloc((size_t)pb->n_seqs * sizeof *seqs);
     unsigned long long       first  = NONE;
-    if (seqs == NULL) return IFL_FAIL(ctx, IFL_STATUS_OUT_OF_MEMORY, "%s: out of memory", fn);
-    cuda_fill_seqs(pb, 0, seqs);
-    int64_t rows = 0;
+    int64_t                  rows   = 0;
     for (int64_t s = 0; s < pb->n_seqs; s++) rows += pb->seqs[s].nq;
     if (rows == 0) goto done;
-    if ((st = cuda_upload(ctx, seqs, (size_t)pb->n_seqs * sizeof *seqs, &d_seqs))) goto done;
+    if ((st = cuda_seqs_upload(ctx, pb, 0, &d_seqs, NULL, NULL))) goto done;
     CU_GOTO(ctx, cudaMemsetAsync(cs->dflags, 0xff, sizeof *cs->dflags, cs->stream));
     {
         int64_t warps = rows * pb->hkv, blocks = (warps * 32 + 255) / 256;
@@ -200,7 +197,6 @@ enum ifl_status cuda_check_sel(struct ifl_ctx *ctx, const char *fn, const struct
     }
 done:
     cuda_scratch_free(ctx, d_seqs);
-    free(seqs);
     free(row);
     return st;
 }
@@ -222,12 +218,9 @@ enum ifl_status cuda_fill_sel(struct ifl_ctx *ctx, const struct ifl__problem *pb
     enum ifl_status    st     = IFL_STATUS_OK;
     void              *d_seqs = NULL;
     int64_t            rows   = 0;
-    struct dseq       *seqs   = (struct dseq *)malloc((size_t)(pb->n_seqs + 1) * sizeof *seqs);
-    if (seqs == NULL) return IFL_FAIL(ctx, IFL_STATUS_OUT_OF_MEMORY, "out of memory");
-    cuda_fill_seqs(pb, 0, seqs);
     for (int64_t s = 0; s < pb->n_seqs; s++) rows += pb->seqs[s].nq;
     if (rows > 0) {
-        if ((st = cuda_upload(ctx, seqs, (size_t)pb->n_seqs * sizeof *seqs, &d_seqs))) goto done;
+        if ((st = cuda_seqs_upload(ctx, pb, 0, &d_seqs, NULL, NULL))) goto done;
         int64_t blocks = (rows * pb->hkv * 32 + 255) / 256;
         sel_fill_kernel<<<(unsigned)blocks, 256, 0, cs->stream>>>((int32_t *)pb->sel->data, pb->sel->stride[0], pb->sel->stride[1],
                                                                   pb->sel->shape[2], (const struct dseq *)d_seqs, (int)pb->n_seqs,
@@ -236,6 +229,5 @@ enum ifl_status cuda_fill_sel(struct ifl_ctx *ctx, const struct ifl__problem *pb
     }
 done:
     cuda_scratch_free(ctx, d_seqs);
-    free(seqs);
     return st;
 }

@@ -111,6 +111,12 @@ struct dseq {
  * tiles; kt0 and b0). Returns the total number of tiles. */
 int64_t cuda_fill_seqs(const struct ifl__problem *pb, int64_t tt, struct dseq *seqs);
 
+/* The sequence table of pb (cuda_fill_seqs with tt) uploaded to device scratch *d_seqs (free with
+ * cuda_scratch_free; NULL on failure). n_tiles (may be NULL) receives the tile count; host (may be
+ * NULL) a malloc'd host copy, which the caller frees. */
+enum ifl_status cuda_seqs_upload(struct ifl_ctx *ctx, const struct ifl__problem *pb, int64_t tt, void **d_seqs,
+                                 int64_t *n_tiles, struct dseq **host);
+
 /* The sequence owning index x of a cumulative field F (cq, tile0, kt0, b0): the largest s with
  * seqs[s].*F <= x. Sequences without rows share their successor's start; the last one wins. */
 template <int64_t dseq::*F> __device__ __forceinline__ int seq_find(const struct dseq *seqs, int n, int64_t x) {
@@ -222,6 +228,45 @@ template <> __device__ __forceinline__ uint32_t pack2<__nv_bfloat16>(float a, fl
 template <> __device__ __forceinline__ uint32_t pack2<__half>(float a, float b) {
     __half2 h = __floats2half2_rn(a, b);
     return *(uint32_t *)&h;
+}
+
+/* ---- warp-level products on 64-wide tiles (one warp, 16 rows; fragments of mma m16n8k16) ----
+ * acc[8][4] is a 16 x 64 f32 accumulator: acc[n][e] holds row lane/4 + 8*(e >= 2), column
+ * 8n + 2*(lane%4) + (e&1). Tiles in shared memory are row-major with a pitch in elements. */
+
+/* acc += A B^T: A is 16 rows x D at a16, B is 64 rows x D at b64 (both in shared memory). */
+template <typename T, int D>
+__device__ __forceinline__ void mma_abt_16x64(float (&acc)[8][4], const T *a16, const T *b64, int pitch, int lane) {
+#pragma unroll
+    for (int kk = 0; kk < D / 16; kk++) {
+        uint32_t a[4];
+        ldsm_x4(smem_u32(a16 + ((lane % 8) + ((lane / 8) % 2) * 8) * pitch + kk * 16 + (lane / 16) * 8), a[0], a[1], a[2], a[3]);
+#pragma unroll
+        for (int np = 0; np < 4; np++) {
+            uint32_t b0, b1, b2, b3;
+            ldsm_x4(smem_u32(b64 + (np * 16 + (lane / 16) * 8 + lane % 8) * pitch + kk * 16 + ((lane / 8) % 2) * 8), b0, b1, b2, b3);
+            mma16816<T>(acc[2 * np], a, b0, b1);
+            mma16816<T>(acc[2 * np + 1], a, b2, b3);
+        }
+    }
+}
+
+/* out (16 x D, the same fragment layout over D/8 column tiles) += P B: P is a 16 x 64 accumulator
+ * rounded to T here, B is 64 rows x D at b64 in shared memory. */
+template <typename T, int D>
+__device__ __forceinline__ void mma_pb_16x64(float (&out)[D / 8][4], const float (&P)[8][4], const T *b64, int pitch, int lane) {
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) {
+        const uint32_t a[4] = {pack2<T>(P[2 * kk][0], P[2 * kk][1]), pack2<T>(P[2 * kk][2], P[2 * kk][3]),
+                               pack2<T>(P[2 * kk + 1][0], P[2 * kk + 1][1]), pack2<T>(P[2 * kk + 1][2], P[2 * kk + 1][3])};
+#pragma unroll
+        for (int dp = 0; dp < D / 16; dp++) {
+            uint32_t b0, b1, b2, b3;
+            ldsm_x4_t(smem_u32(b64 + (kk * 16 + ((lane / 8) % 2) * 8 + lane % 8) * pitch + dp * 16 + (lane / 16) * 8), b0, b1, b2, b3);
+            mma16816<T>(out[2 * dp], a, b0, b1);
+            mma16816<T>(out[2 * dp + 1], a, b2, b3);
+        }
+    }
 }
 
 /* 16-byte asynchronous copy global -> shared; src_bytes 0 writes zeros (src is not read). */

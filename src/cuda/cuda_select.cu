@@ -694,12 +694,8 @@ enum ifl_status cuda_select_run(struct ifl_ctx *ctx, const struct ifl__problem *
         if (nw == 0) fast = 0;
     }
     if (!fast) {
-        struct dseq *seqs = (struct dseq *)malloc((size_t)pb->n_seqs * sizeof *seqs);
-        void        *d    = NULL;
-        if (seqs == NULL) return IFL_FAIL(ctx, IFL_STATUS_OUT_OF_MEMORY, "%s: out of memory", pb->fn);
-        cuda_fill_seqs(pb, 0, seqs);
-        enum ifl_status st = cuda_upload(ctx, seqs, (size_t)pb->n_seqs * sizeof *seqs, &d);
-        free(seqs);
+        void           *d  = NULL;
+        enum ifl_status st = cuda_seqs_upload(ctx, pb, 0, &d, NULL, NULL);
         if (st) return st;
         p.seqs = (const struct dseq *)d, p.n_seqs = (int)pb->n_seqs;
         switch (dt) {
@@ -731,13 +727,9 @@ enum ifl_status cuda_select_run(struct ifl_ctx *ctx, const struct ifl__problem *
         if (zz >= 2) z = (int)zz;
         smem = sel_mma_smem(nw, (int)pb->d, (int)pb->g, 0); /* block scores in device memory */
     }
-    const int64_t tt   = (int64_t)nw * per_warp;
-    struct dseq  *seqs = (struct dseq *)malloc((size_t)pb->n_seqs * sizeof *seqs);
-    void         *d    = NULL;
-    if (seqs == NULL) return IFL_FAIL(ctx, IFL_STATUS_OUT_OF_MEMORY, "%s: out of memory", pb->fn);
-    p.n_tiles          = cuda_fill_seqs(pb, tt, seqs);
-    enum ifl_status st = cuda_upload(ctx, seqs, (size_t)pb->n_seqs * sizeof *seqs, &d);
-    free(seqs);
+    const int64_t   tt = (int64_t)nw * per_warp;
+    void           *d  = NULL;
+    enum ifl_status st = cuda_seqs_upload(ctx, pb, tt, &d, &p.n_tiles, NULL);
     if (st) return st;
     p.seqs = (const struct dseq *)d, p.n_seqs = (int)pb->n_seqs, p.nbp = max_nb;
     if (p.n_tiles > 0x7fffffff) {
