@@ -11,8 +11,8 @@
  * On a backend that computes on device memory (cuda) the inputs are generated on the host as for
  * the others, uploaded once (ifl_buffer_upload), and the outputs stay on the device; each timed call
  * ends with ifl_ctx_sync, so its time is the GPU's, and only the selection comes back (untimed) for
- * the keys/row and union columns. The ops such a backend refuses (the KV cache, host memory only;
- * the backward while the backend lacks it) are found by a one-token probe and skipped with a note.
+ * the keys/row and union columns. The ops such a backend refuses (the KV cache, host memory only)
+ * are found by a one-token probe and skipped with a note.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "cli.h"
@@ -138,8 +138,8 @@ static const char bench_usage3[] =
     "followed by ifl_ctx_sync inside the timed region, so a time is the GPU's (with the call's\n"
     "host-side validation and launches). The selection is downloaded, untimed, for keys/row and\n"
     "union. The ops the backend refuses (a one-token probe asks it) are skipped with a note:\n"
-    "the cache op (the KV cache lives in host memory) and, while the cuda backend has none, the\n"
-    "backward; asking only for skipped ops is a usage error. --threads and --simd do not apply.\n"
+    "the cache op (the KV cache lives in host memory); asking only for skipped ops is a usage\n"
+    "error. --threads and --simd do not apply.\n"
     "\n";
 
 #define MAX_SIZES 32
