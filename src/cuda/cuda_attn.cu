@@ -51,6 +51,20 @@ struct attn_params {
 
 /* ---- the generic kernel ---- */
 
+/* o[x] += sum over the span's n keys j of w_j * row_j[lane + 32x], where lane j holds w_j: one
+ * warp, lanes over D. */
+template <typename T, typename A>
+__device__ __forceinline__ void add_weighted_rows(A (&o)[IFL_MAX_HEAD_DIM / 32], A w, const T *rows, int64_t stride, int64_t n,
+                                                  int64_t D, int lane) {
+    for (int jj = 0; jj < n; jj++) {
+        const A  wj = __shfl_sync(0xffffffffu, w, jj);
+        const T *r  = rows + jj * stride;
+#pragma unroll
+        for (int x = 0; x < IFL_MAX_HEAD_DIM / 32; x++)
+            if (lane + 32 * x < D) o[x] += wj * to_acc(r[lane + 32 * x]);
+    }
+}
+
 /* BWD = 0: the forward. BWD = 1: the backward's dQ = scale sum_j P_j (dP_j - Di) k_j with
  * P_j = exp(s_j - lse) and dP_j = <dO, v_j>, over the same keys the forward saw. */
 template <typename T, int BWD>
@@ -100,13 +114,7 @@ __global__ void __launch_bounds__(128) attn_generic(struct attn_params p) {
                         for (int64_t d = 0; d < p.D; d++) qk += sq[warp][d] * to_acc(kr[d]), dp += sdo[warp][d] * to_acc(vr[d]);
                         ds = exp2(scale * (A)1.4426950408889634 * qk - lse2) * (dp - di);
                     }
-                    for (int jj = 0; jj < n; jj++) {
-                        const A  w  = __shfl_sync(0xffffffffu, ds, jj);
-                        const T *kr = kb + (base + jj) * p.ks0;
-#pragma unroll
-                        for (int x = 0; x < IFL_MAX_HEAD_DIM / 32; x++)
-                            if (lane + 32 * x < p.D) o[x] += w * to_acc(kr[lane + 32 * x]);
-                    }
+                    add_weighted_rows<T, A>(o, ds, kb + base * p.ks0, p.ks0, n, p.D, lane); /* dQ += dS K */
                 } else {
                     A z = -INFINITY;
                     if (valid) {
@@ -128,13 +136,7 @@ __global__ void __launch_bounds__(128) attn_generic(struct attn_params p) {
                     l = l * corr + sum;
 #pragma unroll
                     for (int x = 0; x < IFL_MAX_HEAD_DIM / 32; x++) o[x] *= corr;
-                    for (int jj = 0; jj < n; jj++) {
-                        const A  w  = __shfl_sync(0xffffffffu, pj, jj);
-                        const T *vr = vb + (base + jj) * p.vs0;
-#pragma unroll
-                        for (int x = 0; x < IFL_MAX_HEAD_DIM / 32; x++)
-                            if (lane + 32 * x < p.D) o[x] += w * to_acc(vr[lane + 32 * x]);
-                    }
+                    add_weighted_rows<T, A>(o, pj, vb + base * p.vs0, p.vs0, n, p.D, lane); /* O += P V */
                     m = mn;
                 }
             }
