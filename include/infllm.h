@@ -318,8 +318,9 @@ enum ifl_status ifl_infllmv2_fwd(struct ifl_ctx *ctx, const struct ifl_sparse_co
 /* Backward of ifl_sparse_attn_fwd with the selection held fixed (selection has no gradient).
  * out and lse are the forward's results (lse required); dout : [Tq, Hq, D].
  * dq : [Tq, Hq, D]   dk, dv : [Tk, Hkv, D] (keys no query attends get 0).
- * On every backend the gradients are bitwise repeatable: the same call on the same kind of
- * context gives the same bits (no atomics, sums in a fixed order). */
+ * On every backend the gradients are bitwise repeatable: the same call gives the same bits (no
+ * atomics, sums in a fixed order), for any thread count on cpu; on cuda for the same GPU model
+ * (the work split, hence the order of a few sums, follows the number of multiprocessors). */
 enum ifl_status ifl_sparse_attn_bwd(struct ifl_ctx *ctx, const struct ifl_sparse_config *cfg,
                                     const struct ifl_batch *batch, const struct ifl_tensor *q,
                                     const struct ifl_tensor *k, const struct ifl_tensor *v,
