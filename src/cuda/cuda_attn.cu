@@ -533,14 +533,16 @@ int cuda_rows_aligned(const struct ifl_tensor *t) {
     return ((uintptr_t)t->data % 16) == 0 && (t->stride[0] * (int64_t)es) % 16 == 0 && (t->stride[1] * (int64_t)es) % 16 == 0;
 }
 
-/* The tensor-core kernels take bf16/f16, D 64 or 128, G dividing 16 or a multiple of 16 (at most
- * 16 warps' rows) and 16-byte aligned rows; the backward also needs dO in q's dtype. */
-static int attn_fast(const struct cuda_state *cs, const struct ifl__problem *pb, int nw, int bwd) {
+int cuda_mma_operands(const struct cuda_state *cs, const struct ifl__problem *pb, int bwd) {
     const enum ifl_dtype dt = pb->q->dtype;
     return !cs->force_generic && (dt == IFL_DTYPE_BF16 || dt == IFL_DTYPE_F16) && (pb->d == 64 || pb->d == 128) &&
-           (16 % pb->g == 0 || (pb->g % 16 == 0 && pb->g <= 16 * nw)) && cuda_rows_aligned(pb->q) &&
-           cuda_rows_aligned(pb->k) && cuda_rows_aligned(pb->v) &&
+           cuda_rows_aligned(pb->q) && cuda_rows_aligned(pb->k) && cuda_rows_aligned(pb->v) &&
            (!bwd || (pb->dout->dtype == dt && cuda_rows_aligned(pb->dout)));
+}
+
+/* attn_mma also needs G dividing 16 or a multiple of 16 (at most the tile's nw warps of 16 rows). */
+static int attn_fast(const struct cuda_state *cs, const struct ifl__problem *pb, int nw, int bwd) {
+    return cuda_mma_operands(cs, pb, bwd) && (16 % pb->g == 0 || (pb->g % 16 == 0 && pb->g <= 16 * nw));
 }
 
 /* The parameters common to the forward and the dQ pass; uploads the sequence table (tiles of tt

@@ -504,19 +504,16 @@ enum ifl_status cuda_bwd_run(struct ifl_ctx *ctx, const struct ifl__problem *pb,
     struct cuda_state *cs = cuda_of(ctx);
     const enum ifl_dtype dt = pb->q->dtype;
     const size_t       acc = dt == IFL_DTYPE_F64 ? sizeof(double) : sizeof(float);
-    int64_t            rows = 0, nbt = 0, nk_rows = 0;
+    int64_t            rows = 0, nbt = 0;
     struct dseq       *seqs = NULL;
     void              *d_seqs = NULL, *ld = NULL;
     int32_t           *list = NULL;
     unsigned long long *off = NULL, *cnt_host = NULL;
     enum ifl_status    st = IFL_STATUS_OK;
     for (int64_t s = 0; s < pb->n_seqs; s++) rows += pb->seqs[s].nq, nbt += ifl__ceil_div(pb->seqs[s].nk, pb->cfg.block_size);
-    nk_rows = pb->tk;
     /* the mma key side: bf16/f16, D 64/128, G <= 64, aligned rows, dO in q's dtype, and (sparse) whole
      * 64-key tiles inside one block */
-    const int fast = !cs->force_generic && (dt == IFL_DTYPE_BF16 || dt == IFL_DTYPE_F16) && (pb->d == 64 || pb->d == 128) &&
-                     pb->g <= KV_TILE && cuda_rows_aligned(pb->q) && cuda_rows_aligned(pb->k) && cuda_rows_aligned(pb->v) &&
-                     pb->dout->dtype == dt && cuda_rows_aligned(pb->dout) && (!sparse || pb->cfg.block_size % KV_TILE == 0);
+    const int fast = cuda_mma_operands(cs, pb, 1) && pb->g <= KV_TILE && (!sparse || pb->cfg.block_size % KV_TILE == 0);
 
     if ((st = cuda_seqs_upload(ctx, pb, 0, &d_seqs, NULL, &seqs))) goto done;
     if ((st = cuda_scratch(ctx, (size_t)(pb->tq * pb->hq) * 2 * acc, &ld))) goto done;
@@ -539,7 +536,7 @@ enum ifl_status cuda_bwd_run(struct ifl_ctx *ctx, const struct ifl__problem *pb,
         p.vs0 = pb->v->stride[0], p.vs1 = pb->v->stride[1];
         p.dout = dt_of(pb->dout), p.dk = dt_of(pb->dk), p.dv = dt_of(pb->dv), p.ld = ld;
         p.list = list, p.off = off, p.seqs = (const struct dseq *)d_seqs, p.n_seqs = (int)pb->n_seqs;
-        p.hq = pb->hq, p.hkv = pb->hkv, p.G = pb->g, p.D = pb->d, p.bs = pb->cfg.block_size, p.nbt = nbt, p.nk_rows = nk_rows;
+        p.hq = pb->hq, p.hkv = pb->hkv, p.G = pb->g, p.D = pb->d, p.bs = pb->cfg.block_size, p.nbt = nbt, p.nk_rows = pb->tk;
         p.scale = pb->cfg.scale, p.sparse = sparse;
         if (sparse && rows == 0) p.sparse = 0; /* no query: every tile's token range is empty */
         if (fast) {

@@ -303,6 +303,11 @@ enum ifl_status cuda_attn_dq(struct ifl_ctx *ctx, const struct ifl__problem *pb,
 /* cuda_attn.cu: 1 when the tensor's rows (and its start) are 16-byte aligned (cp.async). */
 int cuda_rows_aligned(const struct ifl_tensor *t);
 
+/* cuda_attn.cu: 1 when the attention operands suit the tensor-core kernels (not forced generic;
+ * bf16/f16; D 64 or 128; q, k, v, and with bwd dO in q's dtype, with 16-byte aligned rows). Each
+ * kernel adds its own condition on G. */
+int cuda_mma_operands(const struct cuda_state *cs, const struct ifl__problem *pb, int bwd);
+
 /* cuda_bwd.cu: the backward of stage 2 (sparse = 1, pb->sel already validated) or of dense causal
  * attention: dq, dk, dv. */
 enum ifl_status cuda_bwd_run(struct ifl_ctx *ctx, const struct ifl__problem *pb, int sparse);
