@@ -1,6 +1,7 @@
 # infllm -- build, test and run. Plain GNU make; objects under $(BUILD)/.
 #
-#   make               build/libinfllm.a, build/libinfllm.so and the tool build/infllm
+#   make               build/libinfllm.a, build/libinfllm.so (exports only ifl_*), the model runtime's
+#                      build/libinfllm_runtime.so (exports only rt_*, tok_*) and the tool build/infllm
 #   make demo          build, then run `infllm demo` (the main job on built-in defaults)
 #   make test          build and run every test (unit, misuse, tool error paths, spec oracle)
 #   make check         `make test`, then the same tests built with AddressSanitizer + UBSan
@@ -18,7 +19,7 @@ BUILD   ?= build
 OPT     ?= -O2 -g
 WERROR  ?=
 CFLAGS  += -std=c11 $(OPT) -fPIC -Wall -Wextra -Wpedantic -Wshadow -Wstrict-prototypes \
-           -Wmissing-prototypes -Wvla $(WERROR) $(SAN) -Iinclude -MMD -MP
+           -Wmissing-prototypes -Wvla -fvisibility=hidden $(WERROR) $(SAN) -Iinclude -MMD -MP
 LDFLAGS += $(SAN) -pthread
 LDLIBS  += -lm
 
@@ -34,8 +35,9 @@ CPU_ISA_OBJ := $(foreach isa,scalar avx2 avx512,$(CPU_ISA_SRC:%.c=$(BUILD)/%.$(i
 TOOL_SRC := $(wildcard tools/*.c)
 
 # The model runtime (runtime/): checkpoints, tokenizer, the MiniCPM4 forward pass, generation. It is
-# a layer above libinfllm (it calls only the public API, plus the cpu thread pool), linked into the
-# tool and the tests from its own archive. RUNTIME_ISA_SRC: files compiled once per instruction set.
+# a layer above libinfllm that calls only its public API (the shared library is linked with
+# --no-undefined against libinfllm.so, which exports nothing else), linked into the tool and the
+# tests from its own archive. RUNTIME_ISA_SRC: files compiled once per instruction set.
 RUNTIME_ISA_SRC := runtime/linear_kernels.c
 RUNTIME_SRC     := $(filter-out $(RUNTIME_ISA_SRC),$(wildcard runtime/*.c))
 RUNTIME_OBJ     := $(RUNTIME_SRC:%.c=$(BUILD)/%.o) \
@@ -56,7 +58,7 @@ ifeq ($(CUDA),1)
 NVCC      ?= nvcc
 CUDA_ARCH ?= 90a
 CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(shell command -v $(NVCC)))
-NVCCFLAGS ?= -O3 -std=c++17 -gencode=arch=compute_$(CUDA_ARCH),code=sm_$(CUDA_ARCH) -Xcompiler -fPIC,-Wall \
+NVCCFLAGS ?= -O3 -std=c++17 -gencode=arch=compute_$(CUDA_ARCH),code=sm_$(CUDA_ARCH) -Xcompiler -fPIC,-Wall,-fvisibility=hidden \
              -Iinclude -MMD -MP
 CUDA_OBJ  := $(patsubst %.cu,$(BUILD)/%.o,$(wildcard src/cuda/*.cu))
 LIB_OBJ   += $(CUDA_OBJ)
@@ -69,7 +71,7 @@ $(BUILD)/%.o: %.cu
 	$(NVCC) $(NVCCFLAGS) -c $< -o $@
 
 .PHONY: all demo test check clean test-cuda
-all: $(BUILD)/libinfllm.a $(BUILD)/libinfllm.so $(BUILD)/infllm
+all: $(BUILD)/libinfllm.a $(BUILD)/libinfllm.so $(BUILD)/libinfllm_runtime.so $(BUILD)/infllm
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -87,8 +89,12 @@ $(BUILD)/libinfllm.a: $(LIB_OBJ)
 	rm -f $@
 	ar rcs $@ $^
 
+# --exclude-libs: nothing of a static library linked in (the CUDA runtime) is exported either
 $(BUILD)/libinfllm.so: $(LIB_OBJ)
-	$(CC) -shared $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) -shared $(LDFLAGS) -Wl,--exclude-libs,ALL -o $@ $^ $(LDLIBS)
+
+$(BUILD)/libinfllm_runtime.so: $(RUNTIME_OBJ) $(BUILD)/libinfllm.so
+	$(CC) -shared $(LDFLAGS) -Wl,--no-undefined -o $@ $(RUNTIME_OBJ) -L$(BUILD) -linfllm -Wl,-rpath,'$$ORIGIN' -lm
 
 $(BUILD)/libinfllm_runtime.a: $(RUNTIME_OBJ)
 	rm -f $@
@@ -108,6 +114,7 @@ test: all $(TESTS:%=$(BUILD)/tests/%)
 	@set -e; for t in $(TESTS); do echo "== $$t"; $(BUILD)/tests/$$t; done
 	@echo "== tool error paths"; sh tests/test_cli.sh $(BUILD)/infllm
 	@echo "== tool through a KV cache"; sh tests/test_cli_cache.sh $(BUILD)/infllm
+	@echo "== exported symbols"; sh tests/test_symbols.sh $(BUILD)
 	@echo "== spec oracle (independent python float64 implementation)"; \
 	  python3 tests/oracle/selftest.py && python3 tests/oracle/check_cli.py --infllm $(BUILD)/infllm && \
 	  python3 tests/oracle/check_cli.py --infllm $(BUILD)/infllm --backend cpu --seed 2 --cases 80 --no-reject --tol 1e-4

@@ -45,6 +45,15 @@
 extern "C" {
 #endif
 
+/* IFL_API marks what libinfllm exports: the library is built with -fvisibility=hidden, so only
+ * the functions declared here (all named ifl_*) are visible to programs linking libinfllm.so;
+ * tests/test_symbols.sh fails on any other exported symbol. */
+#if defined(__GNUC__)
+#define IFL_API __attribute__((visibility("default")))
+#else
+#define IFL_API
+#endif
+
 #define IFL_VERSION_MAJOR  0
 #define IFL_VERSION_MINOR  1
 #define IFL_VERSION_PATCH  0
@@ -69,10 +78,10 @@ enum ifl_status {
 };
 
 /* Static, never NULL: "ok", "invalid argument", ... ("unknown status" for other values). */
-const char *ifl_status_str(enum ifl_status status);
+IFL_API const char *ifl_status_str(enum ifl_status status);
 
 /* Library version, e.g. "0.1.0". */
-const char *ifl_version(void);
+IFL_API const char *ifl_version(void);
 
 /* ==== Tensors ==== */
 
@@ -98,19 +107,19 @@ struct ifl_tensor {
 };
 
 /* A contiguous (C order) descriptor of ndim (1..4) dimensions. Pure; never fails. */
-struct ifl_tensor ifl_tensor_make(void *data, enum ifl_dtype dtype, int ndim, const int64_t *shape);
+IFL_API struct ifl_tensor ifl_tensor_make(void *data, enum ifl_dtype dtype, int ndim, const int64_t *shape);
 
 /* Size of one element in bytes (0 for an unknown dtype). */
-size_t ifl_dtype_size(enum ifl_dtype dtype);
+IFL_API size_t ifl_dtype_size(enum ifl_dtype dtype);
 
 /* "f64", "f32", "f16", "bf16", "i32" ("?" for unknown). */
-const char *ifl_dtype_name(enum ifl_dtype dtype);
+IFL_API const char *ifl_dtype_name(enum ifl_dtype dtype);
 
 /* Conversions used by the library (round to nearest even; NaN stays NaN). */
-float    ifl_f16_to_f32(uint16_t h);
-uint16_t ifl_f32_to_f16(float f);
-float    ifl_bf16_to_f32(uint16_t b);
-uint16_t ifl_f32_to_bf16(float f);
+IFL_API float    ifl_f16_to_f32(uint16_t h);
+IFL_API uint16_t ifl_f32_to_f16(float f);
+IFL_API float    ifl_bf16_to_f32(uint16_t b);
+IFL_API uint16_t ifl_f32_to_bf16(float f);
 
 /* ==== Context ==== */
 
@@ -121,14 +130,15 @@ enum ifl_backend {
 };
 
 /* "ref", "cpu", "cuda" ("?" for unknown). */
-const char *ifl_backend_name(enum ifl_backend backend);
+IFL_API const char *ifl_backend_name(enum ifl_backend backend);
 
 /* 1 if this build can create a context for the backend, else 0. */
-int ifl_backend_available(enum ifl_backend backend);
+IFL_API int ifl_backend_available(enum ifl_backend backend);
 
 /* Instruction-set level of the cpu backend. AUTO picks the best this processor runs; a lower
- * level may be forced (also with the environment variable INFLLM_SIMD=scalar|avx2|avx512, which
- * AUTO honours). Asking for a level the processor lacks fails with UNSUPPORTED. */
+ * level may be forced (also with the environment variable INFLLM_SIMD=auto|scalar|avx2|avx512,
+ * which AUTO honours; another value is refused). Asking for a level the processor lacks fails
+ * with UNSUPPORTED. ifl_simd_resolve says which level a request gets, or why it fails. */
 enum ifl_simd {
     IFL_SIMD_AUTO,
     IFL_SIMD_SCALAR, /* portable C, any x86-64 (SSE2) */
@@ -137,7 +147,21 @@ enum ifl_simd {
 };
 
 /* "auto", "scalar", "avx2", "avx512" ("?" for unknown). */
-const char *ifl_simd_name(enum ifl_simd simd);
+IFL_API const char *ifl_simd_name(enum ifl_simd simd);
+
+/* The level named name ("auto", "scalar", "avx2", "avx512"; NULL or "" is AUTO) into *out.
+ * Errors: INVALID_ARG (any other name, or out NULL). */
+IFL_API enum ifl_status ifl_simd_parse(const char *name, enum ifl_simd *out);
+
+/* The level a cpu context asked for want runs: for AUTO, the level INFLLM_SIMD names when it is
+ * set (an unknown value is refused, not ignored), else the best this processor runs; a level
+ * runs only where the processor has every instruction its build uses (AVX2: AVX2, FMA, F16C;
+ * AVX-512: F, BW, VL, DQ plus the AVX2 set). This is the one detection the library's cpu backend
+ * and the model runtime use. Errors: INVALID_ARG (want or INFLLM_SIMD unknown, out NULL),
+ * UNSUPPORTED (a level this processor lacks). msg (NULL or msglen 0: none) gets a sentence naming
+ * the problem, "" on success: ifl_ctx_create has no context to carry it, so a caller whose cpu
+ * context failed can ask here why. */
+IFL_API enum ifl_status ifl_simd_resolve(enum ifl_simd want, enum ifl_simd *out, char *msg, size_t msglen);
 
 struct ifl_ctx_params {
     enum ifl_backend backend;      /* default IFL_BACKEND_REF */
@@ -148,28 +172,38 @@ struct ifl_ctx_params {
                                       0 skips the scan (it reads every input once) */
 };
 
-struct ifl_ctx_params ifl_ctx_params_default(void);
+IFL_API struct ifl_ctx_params ifl_ctx_params_default(void);
 
 /* The context: backend choice, scratch and the last error message. Opaque. */
 struct ifl_ctx;
 
 /* Creates a context. *out is set to NULL on failure. Errors: INVALID_ARG (params or out NULL,
- * n_threads < 0, unknown backend or simd), UNSUPPORTED (backend not in this build, or a simd
- * level this processor lacks), OUT_OF_MEMORY.
+ * n_threads < 0, unknown backend or simd, a cpu context with INFLLM_SIMD set to an unknown
+ * value), UNSUPPORTED (backend not in this build, or a simd level this processor lacks),
+ * OUT_OF_MEMORY.
  * A failure here has no context to carry a message; ifl_status_str() describes it. */
-enum ifl_status ifl_ctx_create(const struct ifl_ctx_params *params, struct ifl_ctx **out);
+IFL_API enum ifl_status ifl_ctx_create(const struct ifl_ctx_params *params, struct ifl_ctx **out);
 
 /* Frees the context; NULL is a harmless no-op. */
-void ifl_ctx_destroy(struct ifl_ctx *ctx);
+IFL_API void ifl_ctx_destroy(struct ifl_ctx *ctx);
 
 /* The instruction-set level a cpu context runs (IFL_SIMD_SCALAR for other backends), and its
  * worker thread count (1 for the ref backend). */
-enum ifl_simd ifl_ctx_simd(const struct ifl_ctx *ctx);
-int           ifl_ctx_threads(const struct ifl_ctx *ctx);
+IFL_API enum ifl_simd ifl_ctx_simd(const struct ifl_ctx *ctx);
+IFL_API int           ifl_ctx_threads(const struct ifl_ctx *ctx);
+
+/* Runs fn(arg, task, thread) for every task in 0 .. n_tasks-1 on the context's worker threads and
+ * returns when all are done: on a cpu context its thread pool (the same threads its ops use, so a
+ * program needs no second pool), elsewhere in the calling thread. thread, in
+ * [0, ifl_ctx_threads(ctx)), names the worker running the task, so per-thread scratch needs no
+ * lock; which worker runs which task varies from run to run. fn must not call ctx's functions.
+ * Errors: INVALID_ARG (NULL ctx or fn, n_tasks < 0). */
+IFL_API enum ifl_status ifl_ctx_parallel(struct ifl_ctx *ctx, int64_t n_tasks,
+                                         void (*fn)(void *arg, int64_t task, int thread), void *arg);
 
 /* The message of the last failed call on ctx ("" after a success). Never NULL: for a NULL or
  * destroyed context it returns a static message saying so. */
-const char *ifl_ctx_errmsg(const struct ifl_ctx *ctx);
+IFL_API const char *ifl_ctx_errmsg(const struct ifl_ctx *ctx);
 
 /* ==== Memory ====
  * Tensors passed to a context's ops live where its backend computes: host memory for ref and
@@ -178,18 +212,18 @@ const char *ifl_ctx_errmsg(const struct ifl_ctx *ctx);
 
 /* Allocates bytes (>= 1) of the backend's memory; *out is NULL on failure.
  * Errors: INVALID_ARG (NULL ctx or out, bytes 0), OUT_OF_MEMORY, DEVICE. */
-enum ifl_status ifl_buffer_alloc(struct ifl_ctx *ctx, size_t bytes, void **out);
+IFL_API enum ifl_status ifl_buffer_alloc(struct ifl_ctx *ctx, size_t bytes, void **out);
 
 /* Frees a buffer of ifl_buffer_alloc; NULL is a no-op. */
-void ifl_buffer_free(struct ifl_ctx *ctx, void *buf);
+IFL_API void ifl_buffer_free(struct ifl_ctx *ctx, void *buf);
 
 /* Copies bytes from host memory into a backend buffer (upload) or back (download). Synchronous.
  * Errors: INVALID_ARG (NULL pointer), DEVICE. */
-enum ifl_status ifl_buffer_upload(struct ifl_ctx *ctx, void *buf, const void *host, size_t bytes);
-enum ifl_status ifl_buffer_download(struct ifl_ctx *ctx, void *host, const void *buf, size_t bytes);
+IFL_API enum ifl_status ifl_buffer_upload(struct ifl_ctx *ctx, void *buf, const void *host, size_t bytes);
+IFL_API enum ifl_status ifl_buffer_download(struct ifl_ctx *ctx, void *host, const void *buf, size_t bytes);
 
 /* Waits for the context's queued work (a no-op on host backends). Errors: DEVICE. */
-enum ifl_status ifl_ctx_sync(struct ifl_ctx *ctx);
+IFL_API enum ifl_status ifl_ctx_sync(struct ifl_ctx *ctx);
 
 /* ==== Sparse configuration ==== */
 
@@ -218,22 +252,22 @@ struct ifl_sparse_config {
 };
 
 /* MiniCPM4.1's values: 64, 32/16, 128/64, 1, 2048, 64, 8192, approx, 1/sqrt(D). */
-struct ifl_sparse_config ifl_sparse_config_default(void);
+IFL_API struct ifl_sparse_config ifl_sparse_config_default(void);
 
 /* Checks a config on its own (the ops check it too). Rules: every size > 0; block_size and
  * kernel_size multiples of kernel_stride; coarse_kernel_size a multiple of coarse_kernel_stride;
  * init_blocks >= 0; window_size >= 0 and a multiple of block_size; topk >= init_blocks + 1;
  * topk + window_size/block_size <= 2^30 - 1; dense_len >= 0 or -1; scale finite and >= 0;
  * lse_mode known. Errors: INVALID_ARG. */
-enum ifl_status ifl_sparse_config_check(struct ifl_ctx *ctx, const struct ifl_sparse_config *cfg);
+IFL_API enum ifl_status ifl_sparse_config_check(struct ifl_ctx *ctx, const struct ifl_sparse_config *cfg);
 
 /* Number of compressed keys of n_keys tokens: complete windows only,
  * n_keys >= kernel ? (n_keys - kernel) / stride + 1 : 0. (10000 keys, 32/16 -> 624; 128/64 -> 155.) */
-int64_t ifl_compressed_len(int64_t n_keys, int32_t kernel_size, int32_t kernel_stride);
+IFL_API int64_t ifl_compressed_len(int64_t n_keys, int32_t kernel_size, int32_t kernel_stride);
 
 /* Width K of a selection row for a sequence of n_keys keys:
  * min(topk + window_size/block_size, ceil(n_keys/block_size)). */
-int64_t ifl_select_width(const struct ifl_sparse_config *cfg, int64_t n_keys);
+IFL_API int64_t ifl_select_width(const struct ifl_sparse_config *cfg, int64_t n_keys);
 
 /* ==== Batches ==== */
 
@@ -263,7 +297,7 @@ struct ifl_batch {
  *   k : [Tk, Hkv, D]     c1 : [N1, Hkv, D] or NULL     c2 : [N2, Hkv, D] or NULL
  * N1 (N2) must equal the sum over sequences; NULL skips that output (a batch with no complete
  * window at all has no rows, so it must pass NULL). Only cu_seqlens_k of the batch is read. */
-enum ifl_status ifl_compress_keys(struct ifl_ctx *ctx, const struct ifl_sparse_config *cfg,
+IFL_API enum ifl_status ifl_compress_keys(struct ifl_ctx *ctx, const struct ifl_sparse_config *cfg,
                                   const struct ifl_batch *batch, const struct ifl_tensor *k,
                                   const struct ifl_tensor *c1, const struct ifl_tensor *c2);
 
@@ -276,7 +310,7 @@ enum ifl_status ifl_compress_keys(struct ifl_ctx *ctx, const struct ifl_sparse_c
  *   q : [Tq, Hq, D]   k : [Tk, Hkv, D]   sel : [Hkv, Tq, K] i32 with K >= the width of every
  *   sequence (extra columns get -1).
  * Memory is O(Tk) per query row; no score matrix is materialised. */
-enum ifl_status ifl_select(struct ifl_ctx *ctx, const struct ifl_sparse_config *cfg,
+IFL_API enum ifl_status ifl_select(struct ifl_ctx *ctx, const struct ifl_sparse_config *cfg,
                            const struct ifl_batch *batch, const struct ifl_tensor *q,
                            const struct ifl_tensor *k, const struct ifl_tensor *sel);
 
@@ -286,14 +320,14 @@ enum ifl_status ifl_select(struct ifl_ctx *ctx, const struct ifl_sparse_config *
  *         (0 <= b < ceil(Tk_s/block_size)) followed by -1 padding; any K >= 1.
  *   out : [Tq, Hq, D]   lse : [Tq, Hq] or NULL. A row that sees no key gets out 0, lse -inf.
  * Errors also: INVALID_ARG for a malformed sel row (the message gives its position). */
-enum ifl_status ifl_sparse_attn_fwd(struct ifl_ctx *ctx, const struct ifl_sparse_config *cfg,
+IFL_API enum ifl_status ifl_sparse_attn_fwd(struct ifl_ctx *ctx, const struct ifl_sparse_config *cfg,
                                     const struct ifl_batch *batch, const struct ifl_tensor *q,
                                     const struct ifl_tensor *k, const struct ifl_tensor *v,
                                     const struct ifl_tensor *sel, const struct ifl_tensor *out,
                                     const struct ifl_tensor *lse);
 
 /* Dense causal attention (uses only cfg->scale).  out : [Tq, Hq, D]   lse : [Tq, Hq] or NULL. */
-enum ifl_status ifl_dense_attn_fwd(struct ifl_ctx *ctx, const struct ifl_sparse_config *cfg,
+IFL_API enum ifl_status ifl_dense_attn_fwd(struct ifl_ctx *ctx, const struct ifl_sparse_config *cfg,
                                    const struct ifl_batch *batch, const struct ifl_tensor *q,
                                    const struct ifl_tensor *k, const struct ifl_tensor *v,
                                    const struct ifl_tensor *out, const struct ifl_tensor *lse);
@@ -309,7 +343,7 @@ enum ifl_mode {
  *   sel : [Hkv, Tq, K] or NULL: receives the selection of sparse sequences (rows of dense ones
  *         are all -1); K must cover the widths of the sparse sequences.
  *   modes : n_seqs entries (1 when batch is NULL) or NULL: the mode each sequence ran. */
-enum ifl_status ifl_infllmv2_fwd(struct ifl_ctx *ctx, const struct ifl_sparse_config *cfg,
+IFL_API enum ifl_status ifl_infllmv2_fwd(struct ifl_ctx *ctx, const struct ifl_sparse_config *cfg,
                                  const struct ifl_batch *batch, const struct ifl_tensor *q,
                                  const struct ifl_tensor *k, const struct ifl_tensor *v,
                                  const struct ifl_tensor *out, const struct ifl_tensor *lse,
@@ -321,7 +355,7 @@ enum ifl_status ifl_infllmv2_fwd(struct ifl_ctx *ctx, const struct ifl_sparse_co
  * On every backend the gradients are bitwise repeatable: the same call gives the same bits (no
  * atomics, sums in a fixed order), for any thread count on cpu; on cuda for the same GPU model
  * (the work split, hence the order of a few sums, follows the number of multiprocessors). */
-enum ifl_status ifl_sparse_attn_bwd(struct ifl_ctx *ctx, const struct ifl_sparse_config *cfg,
+IFL_API enum ifl_status ifl_sparse_attn_bwd(struct ifl_ctx *ctx, const struct ifl_sparse_config *cfg,
                                     const struct ifl_batch *batch, const struct ifl_tensor *q,
                                     const struct ifl_tensor *k, const struct ifl_tensor *v,
                                     const struct ifl_tensor *sel, const struct ifl_tensor *out,
@@ -330,7 +364,7 @@ enum ifl_status ifl_sparse_attn_bwd(struct ifl_ctx *ctx, const struct ifl_sparse
                                     const struct ifl_tensor *dv);
 
 /* Backward of ifl_dense_attn_fwd; arguments as ifl_sparse_attn_bwd without sel. */
-enum ifl_status ifl_dense_attn_bwd(struct ifl_ctx *ctx, const struct ifl_sparse_config *cfg,
+IFL_API enum ifl_status ifl_dense_attn_bwd(struct ifl_ctx *ctx, const struct ifl_sparse_config *cfg,
                                    const struct ifl_batch *batch, const struct ifl_tensor *q,
                                    const struct ifl_tensor *k, const struct ifl_tensor *v,
                                    const struct ifl_tensor *out, const struct ifl_tensor *lse,
@@ -339,7 +373,7 @@ enum ifl_status ifl_dense_attn_bwd(struct ifl_ctx *ctx, const struct ifl_sparse_
 
 /* Finds the first NaN or Inf of a float tensor in index order. Returns 1 and writes its index
  * (ndim entries) to pos when found, 0 when every element is finite or t is not a float tensor. */
-int ifl_tensor_find_nonfinite(const struct ifl_tensor *t, int64_t pos[IFL_MAX_DIMS]);
+IFL_API int ifl_tensor_find_nonfinite(const struct ifl_tensor *t, int64_t pos[IFL_MAX_DIMS]);
 
 /* ==== KV cache ====
  *
@@ -380,7 +414,7 @@ struct ifl_kv_cache_params {
 };
 
 /* The values in parentheses above: MiniCPM4.1-8B's KV heads and head dim, 65536 tokens, bf16. */
-struct ifl_kv_cache_params ifl_kv_cache_params_default(void);
+IFL_API struct ifl_kv_cache_params ifl_kv_cache_params_default(void);
 
 /* The cache. Opaque; it carries a magic number, so a garbage handle is refused. */
 struct ifl_kv_cache;
@@ -390,20 +424,20 @@ struct ifl_kv_cache;
  * cfg, a capacity above the limits), DTYPE (dtype not f64/f32/f16/bf16), UNSUPPORTED
  * (head_dim > IFL_MAX_HEAD_DIM), OUT_OF_MEMORY (also when the storage would not fit in the
  * address space). */
-enum ifl_status ifl_kv_cache_create(struct ifl_ctx *ctx, const struct ifl_kv_cache_params *params,
+IFL_API enum ifl_status ifl_kv_cache_create(struct ifl_ctx *ctx, const struct ifl_kv_cache_params *params,
                                     struct ifl_kv_cache **out);
 
 /* Frees the cache; NULL is a harmless no-op. */
-void ifl_kv_cache_destroy(struct ifl_kv_cache *cache);
+IFL_API void ifl_kv_cache_destroy(struct ifl_kv_cache *cache);
 
 /* Tokens sequence seq holds; -1 for a NULL or garbage cache or seq outside [0, n_seqs). */
-int64_t ifl_kv_cache_len(const struct ifl_kv_cache *cache, int32_t seq);
+IFL_API int64_t ifl_kv_cache_len(const struct ifl_kv_cache *cache, int32_t seq);
 
 /* Bytes of the cache's storage (0 for a NULL or garbage cache):
  *   n_seqs * Hkv * D * ifl_dtype_size(dtype) * (2*capacity + N1 + N2)
  * with N1 = ifl_compressed_len(capacity, kernel_size, kernel_stride) and N2 likewise with the
  * coarse kernel. Bookkeeping (under 200 bytes + 8 per sequence) is not counted. */
-size_t ifl_kv_cache_bytes(const struct ifl_kv_cache *cache);
+IFL_API size_t ifl_kv_cache_bytes(const struct ifl_kv_cache *cache);
 
 /* Appends n tokens to sequence seq.
  *   k_new, v_new : [n, Hkv, D], n >= 1, any float dtype each (any strides as usual); they are
@@ -415,7 +449,7 @@ size_t ifl_kv_cache_bytes(const struct ifl_kv_cache *cache);
  * or a value that overflows the storage dtype, when check_finite is on; an input overlapping the
  * cache rows it would write), SHAPE (Hkv or D not the cache's, v_new's shape not k_new's), DTYPE,
  * CAPACITY (len + n > capacity), UNSUPPORTED (a device-memory backend), OUT_OF_MEMORY. */
-enum ifl_status ifl_kv_cache_append(struct ifl_ctx *ctx, struct ifl_kv_cache *cache, int32_t seq,
+IFL_API enum ifl_status ifl_kv_cache_append(struct ifl_ctx *ctx, struct ifl_kv_cache *cache, int32_t seq,
                                     const struct ifl_tensor *k_new, const struct ifl_tensor *v_new);
 
 /* Shortens sequence seq to its first new_len tokens (0 <= new_len <= its length), dropping the
@@ -423,7 +457,7 @@ enum ifl_status ifl_kv_cache_append(struct ifl_ctx *ctx, struct ifl_kv_cache *ca
  * that never held the dropped tokens. O(1).
  * Errors: INVALID_ARG (NULL ctx or cache, garbage cache, seq out of range, new_len < 0 or above
  * the sequence's length). */
-enum ifl_status ifl_kv_cache_truncate(struct ifl_ctx *ctx, struct ifl_kv_cache *cache, int32_t seq,
+IFL_API enum ifl_status ifl_kv_cache_truncate(struct ifl_ctx *ctx, struct ifl_kv_cache *cache, int32_t seq,
                                       int64_t new_len);
 
 /* Attention of the newest Tq tokens of sequence seq over its len cached tokens: query i sits at
@@ -441,7 +475,7 @@ enum ifl_status ifl_kv_cache_truncate(struct ifl_ctx *ctx, struct ifl_kv_cache *
  * check_finite is on, an output overlapping an input, another output or the sequence's cached
  * rows), SHAPE, DTYPE, UNSUPPORTED (a device-memory backend), OUT_OF_MEMORY. No output is
  * written on error. */
-enum ifl_status ifl_kv_cache_attn(struct ifl_ctx *ctx, struct ifl_kv_cache *cache, int32_t seq,
+IFL_API enum ifl_status ifl_kv_cache_attn(struct ifl_ctx *ctx, struct ifl_kv_cache *cache, int32_t seq,
                                   const struct ifl_tensor *q, const struct ifl_tensor *out,
                                   const struct ifl_tensor *lse, const struct ifl_tensor *sel,
                                   enum ifl_mode *mode);
@@ -454,7 +488,7 @@ enum ifl_status ifl_kv_cache_attn(struct ifl_ctx *ctx, struct ifl_kv_cache *cach
  * until ifl_kv_cache_destroy; the rows until the next append or truncate of that sequence.
  * Writing through them is not allowed (the compressed keys would no longer match the keys).
  * Errors: INVALID_ARG (NULL ctx or cache, garbage cache, seq out of range). */
-enum ifl_status ifl_kv_cache_view(struct ifl_ctx *ctx, const struct ifl_kv_cache *cache, int32_t seq,
+IFL_API enum ifl_status ifl_kv_cache_view(struct ifl_ctx *ctx, const struct ifl_kv_cache *cache, int32_t seq,
                                   struct ifl_tensor *k, struct ifl_tensor *v, struct ifl_tensor *c1,
                                   struct ifl_tensor *c2);
 

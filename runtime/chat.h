@@ -16,6 +16,8 @@
 #ifndef INFLLM_RT_CHAT_H
 #define INFLLM_RT_CHAT_H
 
+#include "rt_api.h"
+
 #include <stddef.h>
 
 struct rt_chat_msg {
@@ -25,7 +27,7 @@ struct rt_chat_msg {
 
 /* Renders the messages (and the generation prompt when add_generation_prompt). *out is malloc'ed
  * and NUL-terminated, *len its length. 0, or -1 with a message (unknown role, NULL). */
-int rt_chat_render(const struct rt_chat_msg *msgs, size_t n, int add_generation_prompt, int empty_think,
+RT_API int rt_chat_render(const struct rt_chat_msg *msgs, size_t n, int add_generation_prompt, int empty_think,
                    char **out, size_t *len, char *err, size_t errlen);
 
 #endif /* INFLLM_RT_CHAT_H */

@@ -8,6 +8,8 @@
 #ifndef INFLLM_RT_CONFIG_H
 #define INFLLM_RT_CONFIG_H
 
+#include "rt_api.h"
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -63,10 +65,10 @@ struct rt_config {
 
 /* Parses and checks the text of a config.json (len bytes); `path` only names it in messages.
  * Returns 0, or -1 with "PATH: key 'K': problem" in err. */
-int rt_config_parse(const char *text, size_t len, const char *path, struct rt_config *cfg,
+RT_API int rt_config_parse(const char *text, size_t len, const char *path, struct rt_config *cfg,
                     char *err, size_t errlen);
 
 /* Reads and parses a file. */
-int rt_config_load(const char *path, struct rt_config *cfg, char *err, size_t errlen);
+RT_API int rt_config_load(const char *path, struct rt_config *cfg, char *err, size_t errlen);
 
 #endif /* INFLLM_RT_CONFIG_H */

@@ -1,25 +1,23 @@
 /* SPDX-License-Identifier: MIT
  *
- * linear.c -- see linear.h: instruction-set choice, the split of a linear layer into tasks on
- * libinfllm's cpu thread pool, per-thread packing scratch, and time/FLOP counters.
+ * linear.c -- see linear.h: the kernels of the context's instruction-set level, the split of a
+ * linear layer into tasks on the context's worker threads (ifl_ctx_parallel), per-thread packing
+ * scratch, and time/FLOP counters.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "linear.h"
-
-#include "../src/cpu/threadpool.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 
 #define GEMV_MAX_TOKENS 3         /* fewer tokens than this go through the GEMV */
 #define GEMV_TASK_BYTES (96 << 10) /* weight bytes per GEMV task */
 #define MAX_TASK_MATS   8
 
 struct rt_linear {
-    struct cpu_pool             *pool;
+    struct ifl_ctx              *ctx; /* whose worker threads run the tasks */
     const struct rt_lin_kernels *k;
     int                          n_threads;
     float                       *pack; /* n_threads x RT_GEMM_KC x k->nr */
@@ -34,79 +32,31 @@ static double now(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static int runs(const char *isa) {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_cpu_init();
-    if (strcmp(isa, "avx512") == 0)
-        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("fma") &&
-               __builtin_cpu_supports("f16c");
-    if (strcmp(isa, "avx2") == 0)
-        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-               __builtin_cpu_supports("f16c");
-#endif
-    return strcmp(isa, "scalar") == 0;
-}
-
-static int pick(const struct rt_lin_kernels **out, char *err, size_t errlen) {
-    const struct rt_lin_kernels *all[] = {&rt_lin_kernels_avx512, &rt_lin_kernels_avx2,
-                                          &rt_lin_kernels_scalar};
-    const char *want = getenv("INFLLM_SIMD");
-    if (want && *want && strcmp(want, "auto") != 0) {
-        for (int i = 0; i < 3; i++)
-            if (strcmp(want, all[i]->name) == 0) {
-                if (!runs(want)) {
-                    snprintf(err, errlen, "INFLLM_SIMD=%s: this processor does not run it", want);
-                    return -1;
-                }
-                *out = all[i];
-                return 0;
-            }
-        snprintf(err, errlen, "INFLLM_SIMD=%s: expected auto, scalar, avx2 or avx512", want);
-        return -1;
-    }
-    for (int i = 0; i < 3; i++)
-        if (runs(all[i]->name)) {
-            *out = all[i];
-            return 0;
-        }
-    *out = &rt_lin_kernels_scalar;
-    return 0;
-}
-
-int rt_linear_create(int n_threads, struct rt_linear **out, char *err, size_t errlen) {
-    *out = NULL;
-    if (n_threads < 0) {
-        snprintf(err, errlen, "n_threads %d: expected >= 0", n_threads);
-        return -1;
-    }
-    if (n_threads == 0) {
-        long nc   = sysconf(_SC_NPROCESSORS_ONLN);
-        n_threads = nc < 1 ? 1 : nc > 256 ? 256 : (int)nc;
-    }
+int rt_linear_create(struct ifl_ctx *ctx, struct rt_linear **out, char *err, size_t errlen) {
+    *out                  = NULL;
     struct rt_linear *lin = calloc(1, sizeof *lin);
     if (!lin) goto oom;
-    if (pick(&lin->k, err, errlen) != 0) {
-        free(lin);
-        return -1;
-    }
-    lin->n_threads = n_threads;
-    lin->pack      = malloc(sizeof(float) * (size_t)n_threads * RT_GEMM_KC * (size_t)lin->k->nr);
-    if (!lin->pack || cpu_pool_create(n_threads, &lin->pool) != 0) {
-        free(lin->pack);
+    /* the context's level: libinfllm resolved it once (ifl_simd_resolve) for its own kernels */
+    enum ifl_simd simd = ifl_ctx_simd(ctx);
+    lin->ctx           = ctx;
+    lin->k             = simd == IFL_SIMD_AVX512 ? &rt_lin_kernels_avx512
+                         : simd == IFL_SIMD_AVX2 ? &rt_lin_kernels_avx2
+                                                 : &rt_lin_kernels_scalar;
+    lin->n_threads     = ifl_ctx_threads(ctx);
+    lin->pack          = malloc(sizeof(float) * (size_t)lin->n_threads * RT_GEMM_KC * (size_t)lin->k->nr);
+    if (!lin->pack) {
         free(lin);
         goto oom;
     }
     *out = lin;
     return 0;
 oom:
-    snprintf(err, errlen, "out of memory creating %d worker threads", n_threads);
+    snprintf(err, errlen, "out of memory for the linear layers' scratch");
     return -1;
 }
 
 void rt_linear_destroy(struct rt_linear *lin) {
     if (!lin) return;
-    cpu_pool_destroy(lin->pool);
     free(lin->pack);
     free(lin->xp);
     free(lin);
@@ -180,7 +130,7 @@ int rt_linear_multi(struct rt_linear *lin, const struct rt_mat *w, int n_mats, c
         r.first_task[m + 1] = r.first_task[m] + (w[m].rows + rpt - 1) / rpt;
         lin->flops += 2.0 * (double)n * (double)w[m].rows * (double)w[m].cols;
     }
-    cpu_pool_run(lin->pool, r.first_task[n_mats], run_task, &r);
+    ifl_ctx_parallel(lin->ctx, r.first_task[n_mats], run_task, &r);
     lin->seconds += now() - t0;
     return 0;
 }
@@ -198,5 +148,5 @@ void rt_linear_stats_reset(struct rt_linear *lin) { lin->seconds = lin->flops = 
 
 void rt_linear_parallel(struct rt_linear *lin, int64_t n_tasks,
                         void (*fn)(void *arg, int64_t task, int thread), void *arg) {
-    cpu_pool_run(lin->pool, n_tasks, fn, arg);
+    ifl_ctx_parallel(lin->ctx, n_tasks, fn, arg);
 }

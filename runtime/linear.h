@@ -10,12 +10,14 @@
  *   - GEMM (prefill): a panel of NR rows (2 vectors) is converted to f32 and transposed into a
  *     packed [KC][NR] tile, then reused for every token (6 tokens x NR rows of accumulators per
  *     step): each loaded weight serves all tokens of the chunk.
- * Work is split over row blocks and run on libinfllm's cpu thread pool; every output element is
+ * Work is split over row blocks and run on the worker threads of a libinfllm cpu context; every output element is
  * computed by one task with a fixed summation order, so results do not depend on the thread
  * count.
  */
 #ifndef INFLLM_RT_LINEAR_H
 #define INFLLM_RT_LINEAR_H
+
+#include "infllm.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -31,10 +33,11 @@ struct rt_mat {
 
 struct rt_linear;
 
-/* n_threads 0 = all cores. The instruction set is the best this processor runs, or the one the
- * environment variable INFLLM_SIMD=scalar|avx2|avx512 asks for (a level the processor lacks is
- * refused). Returns 0, or -1 with a message. */
-int  rt_linear_create(int n_threads, struct rt_linear **out, char *err, size_t errlen);
+/* The linear layers of a libinfllm cpu context: its instruction-set level (ifl_ctx_simd: the
+ * best this processor runs, or the one INFLLM_SIMD asks for) and its worker threads
+ * (ifl_ctx_parallel), so the model and its attention share one pool. ctx must outlive lin.
+ * Returns 0, or -1 with a message. */
+int  rt_linear_create(struct ifl_ctx *ctx, struct rt_linear **out, char *err, size_t errlen);
 void rt_linear_destroy(struct rt_linear *lin);
 
 int         rt_linear_threads(const struct rt_linear *lin);

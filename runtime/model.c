@@ -52,6 +52,7 @@ int rt_model_load(const char *dir, const struct rt_model_options *opt, struct rt
         return rt_fail(err, errlen, "attention mode %d: expected auto, dense or sparse", o.attention);
     if (o.kv_dtype < RT_KV_AUTO || o.kv_dtype > RT_KV_F32)
         return rt_fail(err, errlen, "kv_dtype %d: expected auto, bf16 or f32", o.kv_dtype);
+    if (o.n_threads < 0) return rt_fail(err, errlen, "n_threads %d: expected >= 0", o.n_threads);
     if (o.max_context < 0) return rt_fail(err, errlen, "max_context %lld: expected >= 0", (long long)o.max_context);
     struct rt_model *m = calloc(1, sizeof *m);
     if (!m) return rt_fail(err, errlen, "out of memory");
@@ -61,16 +62,19 @@ int rt_model_load(const char *dir, const struct rt_model_options *opt, struct rt
     const struct rt_config *c = &m->cfg;
     m->capacity               = o.max_context ? o.max_context : c->max_position_embeddings;
     if (rt_model_rope_init(m, m->capacity, err, errlen) != 0) goto bad;
-    if (rt_linear_create(o.n_threads, &m->lin, err, errlen) != 0) goto bad;
-
+    /* one cpu context: its thread pool runs the attention and the linear layers alike */
     struct ifl_ctx_params cp = ifl_ctx_params_default();
     cp.backend               = IFL_BACKEND_CPU;
-    cp.n_threads             = rt_linear_threads(m->lin);
+    cp.n_threads             = o.n_threads;
     enum ifl_status st       = ifl_ctx_create(&cp, &m->ctx);
     if (st != IFL_STATUS_OK) {
-        rt_fail(err, errlen, "cannot create the attention context: %s", ifl_status_str(st));
+        char why[256];
+        enum ifl_simd simd;
+        if (ifl_simd_resolve(cp.simd, &simd, why, sizeof why) != IFL_STATUS_OK) rt_fail(err, errlen, "%s", why);
+        else rt_fail(err, errlen, "cannot create the compute context (%d threads): %s", o.n_threads, ifl_status_str(st));
         goto bad;
     }
+    if (rt_linear_create(m->ctx, &m->lin, err, errlen) != 0) goto bad;
     m->scfg     = cache_config(c, o.attention);
     m->kv_dtype = o.kv_dtype == RT_KV_F32 ? IFL_DTYPE_F32
                   : o.kv_dtype == RT_KV_BF16 ? IFL_DTYPE_BF16
@@ -111,8 +115,8 @@ void rt_model_free(struct rt_model *m) {
     free(m->g_final);
     for (int f = 0; f < m->n_files; f++) st_close(&m->files[f]);
     free(m->files);
-    ifl_ctx_destroy(m->ctx);
     rt_linear_destroy(m->lin);
+    ifl_ctx_destroy(m->ctx);
     free(m->rope_inv), free(m->rope_rext);
     float *bufs[] = {m->x, m->a, m->q, m->k, m->v, m->att, m->o, m->g, m->u, m->cos_t, m->sin_t};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);

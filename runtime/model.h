@@ -14,6 +14,8 @@
 #ifndef INFLLM_RT_MODEL_H
 #define INFLLM_RT_MODEL_H
 
+#include "rt_api.h"
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -46,55 +48,55 @@ struct rt_model_options {
     int     kv_dtype;    /* RT_KV_* */
 };
 
-struct rt_model_options rt_model_options_default(void);
+RT_API struct rt_model_options rt_model_options_default(void);
 
 struct rt_model; /* a loaded checkpoint + one KV cache per layer + scratch */
 
 /* Loads dir/config.json and dir/model.safetensors (or dir/model.safetensors.index.json and its
  * shards), memory-mapped. 0 ok; else -1 and err names the file and the tensor or key. */
-int  rt_model_load(const char *dir, const struct rt_model_options *opt, struct rt_model **out,
+RT_API int  rt_model_load(const char *dir, const struct rt_model_options *opt, struct rt_model **out,
                    char *err, size_t errlen);
-void rt_model_free(struct rt_model *m); /* NULL: no-op */
+RT_API void rt_model_free(struct rt_model *m); /* NULL: no-op */
 
-const struct rt_config *rt_model_config(const struct rt_model *m);
-int64_t                 rt_model_len(const struct rt_model *m);      /* tokens in the cache */
-int64_t                 rt_model_capacity(const struct rt_model *m); /* cache capacity */
-void                    rt_model_reset(struct rt_model *m);          /* empty the caches */
+RT_API const struct rt_config *rt_model_config(const struct rt_model *m);
+RT_API int64_t                 rt_model_len(const struct rt_model *m);      /* tokens in the cache */
+RT_API int64_t                 rt_model_capacity(const struct rt_model *m); /* cache capacity */
+RT_API void                    rt_model_reset(struct rt_model *m);          /* empty the caches */
 
 /* Appends tokens (prefill in chunks of `chunk` tokens, 0 = 512; progress(user, done, total)
  * after each chunk, may be NULL) and writes the logits of the LAST token into logits[vocab]
  * (NULL: none). On error the caches are taken back to their length before the call. */
-int rt_model_prefill(struct rt_model *m, const int32_t *tokens, int64_t n, int64_t chunk,
+RT_API int rt_model_prefill(struct rt_model *m, const int32_t *tokens, int64_t n, int64_t chunk,
                      void (*progress)(void *user, int64_t done, int64_t total), void *user,
                      float *logits, char *err, size_t errlen);
 
 /* One token; logits[vocab] (NULL: none). */
-int rt_model_decode(struct rt_model *m, int32_t token, float *logits, char *err, size_t errlen);
+RT_API int rt_model_decode(struct rt_model *m, int32_t token, float *logits, char *err, size_t errlen);
 
 /* Appends n tokens as one chunk and writes the logits of EVERY one: logits[n][vocab] (NULL:
  * none). What `infllm logits` uses. */
-int rt_model_forward(struct rt_model *m, const int32_t *tokens, int64_t n, float *logits,
+RT_API int rt_model_forward(struct rt_model *m, const int32_t *tokens, int64_t n, float *logits,
                      char *err, size_t errlen);
 
 /* Shortens the caches to their first n tokens (0 <= n <= rt_model_len). */
-int rt_model_truncate(struct rt_model *m, int64_t n, char *err, size_t errlen);
+RT_API int rt_model_truncate(struct rt_model *m, int64_t n, char *err, size_t errlen);
 
 /* ---- for the benchmark and tests ---- */
 
 /* Appends n rows of synthetic keys and values (N(0,1)·scale, seeded) to every layer's cache,
  * without running the model: a quick way to reach a long context. */
-int rt_model_fill_synthetic(struct rt_model *m, int64_t n, uint64_t seed, char *err, size_t errlen);
+RT_API int rt_model_fill_synthetic(struct rt_model *m, int64_t n, uint64_t seed, char *err, size_t errlen);
 
 /* The dense_len the caches use (-1: always sparse), and the number of worker threads. */
-int64_t rt_model_dense_len(const struct rt_model *m);
-int     rt_model_threads(const struct rt_model *m);
+RT_API int64_t rt_model_dense_len(const struct rt_model *m);
+RT_API int     rt_model_threads(const struct rt_model *m);
 
 /* Bytes of weights one decode step reads (every matrix once, one embedding row). */
-uint64_t rt_model_weight_bytes(const struct rt_model *m);
+RT_API uint64_t rt_model_weight_bytes(const struct rt_model *m);
 
 /* Seconds spent in the linear layers and their FLOPs since the last reset of the counters. */
-void rt_model_linear_stats(const struct rt_model *m, double *seconds, double *flops);
-void rt_model_linear_stats_reset(struct rt_model *m);
+RT_API void rt_model_linear_stats(const struct rt_model *m, double *seconds, double *flops);
+RT_API void rt_model_linear_stats_reset(struct rt_model *m);
 
 #ifdef __cplusplus
 }

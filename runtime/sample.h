@@ -8,6 +8,8 @@
 #ifndef INFLLM_RT_SAMPLE_H
 #define INFLLM_RT_SAMPLE_H
 
+#include "rt_api.h"
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -18,16 +20,16 @@ struct rt_sampler_params {
     uint64_t seed;
 };
 
-struct rt_sampler_params rt_sampler_params_default(void); /* greedy, top_p 1, top_k 0, seed 1 */
+RT_API struct rt_sampler_params rt_sampler_params_default(void); /* greedy, top_p 1, top_k 0, seed 1 */
 
 struct rt_sampler;
 
 /* A sampler for logits of n_vocab entries. 0, or -1 with a message (bad parameters). */
-int  rt_sampler_new(const struct rt_sampler_params *p, int64_t n_vocab, struct rt_sampler **out, char *err,
+RT_API int  rt_sampler_new(const struct rt_sampler_params *p, int64_t n_vocab, struct rt_sampler **out, char *err,
                     size_t errlen);
-void rt_sampler_free(struct rt_sampler *s); /* NULL: no-op */
+RT_API void rt_sampler_free(struct rt_sampler *s); /* NULL: no-op */
 
 /* The next token id, or -1 when no logit is finite (NaN counts as -inf). logits is not changed. */
-int32_t rt_sample(struct rt_sampler *s, const float *logits);
+RT_API int32_t rt_sample(struct rt_sampler *s, const float *logits);
 
 #endif /* INFLLM_RT_SAMPLE_H */

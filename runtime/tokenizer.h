@@ -18,6 +18,8 @@
 #ifndef INFLLM_RT_TOKENIZER_H
 #define INFLLM_RT_TOKENIZER_H
 
+#include "rt_api.h"
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -31,49 +33,49 @@ struct tok;
  * a tokenizer_config.json (config may be NULL): its add_bos_token / add_eos_token override the
  * post-processor, as transformers' LlamaTokenizerFast does, and bos_token / eos_token name the
  * BOS and EOS. name is used in messages ("NAME: ..."), NULL means "tokenizer.json". */
-int tok_load_buffer(const void *json, size_t json_len, const void *config, size_t config_len,
+RT_API int tok_load_buffer(const void *json, size_t json_len, const void *config, size_t config_len,
                     const char *name, struct tok **out, char *err, size_t errlen);
 
 /* Loads DIR/tokenizer.json and DIR/tokenizer_config.json when that file exists. */
-int tok_load_dir(const char *dir, struct tok **out, char *err, size_t errlen);
+RT_API int tok_load_dir(const char *dir, struct tok **out, char *err, size_t errlen);
 
 /* Loads a tokenizer.json file, and config_path (NULL: none). */
-int tok_load(const char *path, const char *config_path, struct tok **out, char *err,
+RT_API int tok_load(const char *path, const char *config_path, struct tok **out, char *err,
              size_t errlen);
 
-void tok_free(struct tok *t); /* NULL: no-op */
+RT_API void tok_free(struct tok *t); /* NULL: no-op */
 
 /* One more than the largest id (vocabulary and added tokens). */
-int32_t tok_n_vocab(const struct tok *t);
+RT_API int32_t tok_n_vocab(const struct tok *t);
 
 /* The special ids, -1 when the tokenizer has none. bos/eos come from tokenizer_config.json's
  * bos_token/eos_token when given, else from "<s>" / "</s>" when the vocabulary has them. */
-int32_t tok_bos(const struct tok *t);
-int32_t tok_eos(const struct tok *t);
-int32_t tok_unk(const struct tok *t);
+RT_API int32_t tok_bos(const struct tok *t);
+RT_API int32_t tok_eos(const struct tok *t);
+RT_API int32_t tok_unk(const struct tok *t);
 
 /* Whether encode with add_special prepends BOS / appends EOS. */
-int tok_adds_bos(const struct tok *t);
-int tok_adds_eos(const struct tok *t);
+RT_API int tok_adds_bos(const struct tok *t);
+RT_API int tok_adds_eos(const struct tok *t);
 
 /* The id of a token given by its exact text (an added token or a vocabulary piece), -1 if none. */
-int32_t tok_find(const struct tok *t, const char *text, size_t len);
+RT_API int32_t tok_find(const struct tok *t, const char *text, size_t len);
 
 /* The text of id's piece as stored ("▁the", "<0x0A>", "<|im_end|>"), NULL when id has none. */
-const char *tok_piece(const struct tok *t, int32_t id, size_t *len);
+RT_API const char *tok_piece(const struct tok *t, int32_t id, size_t *len);
 
 /* 1 when id is an added token marked special (what skip_special drops), else 0. */
-int tok_is_special(const struct tok *t, int32_t id);
+RT_API int tok_is_special(const struct tok *t, int32_t id);
 
 /* Encodes text[0..len). add_special: apply the post-processor (BOS, as HF's add_special_tokens).
  * *ids is malloc'ed (free it; NULL when *n_ids is 0), *n_ids its length. */
-int tok_encode(const struct tok *t, const char *text, size_t len, int add_special, int32_t **ids,
+RT_API int tok_encode(const struct tok *t, const char *text, size_t len, int add_special, int32_t **ids,
                size_t *n_ids, char *err, size_t errlen);
 
 /* Decodes ids as HF's decode(ids, skip_special_tokens, clean_up_tokenization_spaces=False):
  * *text is malloc'ed and NUL-terminated (free it), *len its length. An id with no piece decodes
  * as the unk token (nothing when there is none), as the JavaScript port does. */
-int tok_decode(const struct tok *t, const int32_t *ids, size_t n_ids, int skip_special,
+RT_API int tok_decode(const struct tok *t, const int32_t *ids, size_t n_ids, int skip_special,
                char **text, size_t *len, char *err, size_t errlen);
 
 /* ---- streaming decode: text as the tokens come, never a partial UTF-8 character ----
@@ -84,18 +86,18 @@ int tok_decode(const struct tok *t, const int32_t *ids, size_t n_ids, int skip_s
  * form one. */
 struct tok_stream;
 
-int  tok_stream_new(const struct tok *t, int skip_special, struct tok_stream **out, char *err,
+RT_API int  tok_stream_new(const struct tok *t, int skip_special, struct tok_stream **out, char *err,
                     size_t errlen);
-void tok_stream_free(struct tok_stream *s); /* NULL: no-op */
+RT_API void tok_stream_free(struct tok_stream *s); /* NULL: no-op */
 
 /* Adds one id; *text (owned by the stream, valid until the next call) gets the bytes now complete,
  * *len of them (possibly 0). */
-int tok_stream_put(struct tok_stream *s, int32_t id, const char **text, size_t *len, char *err,
+RT_API int tok_stream_put(struct tok_stream *s, int32_t id, const char **text, size_t *len, char *err,
                    size_t errlen);
 
 /* Ends the stream: the bytes still held (an unfinished character becomes U+FFFD per byte). The
  * stream can then start again from nothing. */
-int tok_stream_flush(struct tok_stream *s, const char **text, size_t *len);
+RT_API int tok_stream_flush(struct tok_stream *s, const char **text, size_t *len);
 
 /* ---- a small tokenizer for generated test checkpoints ----
  * Writes a tokenizer.json of this family (the legacy Llama conversion): <unk> <s> </s> at ids
@@ -105,11 +107,11 @@ int tok_stream_flush(struct tok_stream *s, const char **text, size_t *len);
  * vocab_size >= 259 + 8 + 16. Every id is < vocab_size; vocab_size must be >= 259 (ids between
  * the learned pieces and the added tokens are left without a piece: decoding shows them as
  * <unk>). Deterministic: the same vocab_size writes the same bytes. */
-int tok_write_small(const char *path, int32_t vocab_size, char *err, size_t errlen);
+RT_API int tok_write_small(const char *path, int32_t vocab_size, char *err, size_t errlen);
 
 /* The matching tokenizer_config.json: add_bos_token true, add_eos_token false, bos <s>, eos
  * <|im_end|> when tok_write_small placed the added tokens, else </s>, legacy true. */
-int tok_write_small_config(const char *path, int32_t vocab_size, char *err, size_t errlen);
+RT_API int tok_write_small_config(const char *path, int32_t vocab_size, char *err, size_t errlen);
 
 #ifdef __cplusplus
 }

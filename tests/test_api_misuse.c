@@ -1066,6 +1066,113 @@ static void test_ctx(void) {
     }
 }
 
+/* INFLLM_SIMD and the one resolver (ifl_simd_parse, ifl_simd_resolve): an unknown value is
+ * refused with a message, by the resolver and by a cpu context alike. */
+static void test_simd_env(void) {
+    const char *old = getenv("INFLLM_SIMD");
+    char        saved[64] = "";
+    if (old) snprintf(saved, sizeof saved, "%s", old);
+    if (th_case("ifl_simd_parse: every name, unknown ones, NULL and \"\"")) {
+        n_runs++;
+        const enum ifl_simd all[] = {IFL_SIMD_AUTO, IFL_SIMD_SCALAR, IFL_SIMD_AVX2, IFL_SIMD_AVX512};
+        for (size_t i = 0; i < 4; i++) {
+            enum ifl_simd got = (enum ifl_simd)99;
+            TH_CHECK(ifl_simd_parse(ifl_simd_name(all[i]), &got) == IFL_STATUS_OK && got == all[i],
+                     "%s does not parse to itself", ifl_simd_name(all[i]));
+        }
+        enum ifl_simd got = IFL_SIMD_AVX2;
+        TH_CHECK(ifl_simd_parse(NULL, &got) == IFL_STATUS_OK && got == IFL_SIMD_AUTO, "NULL is not auto");
+        TH_CHECK(ifl_simd_parse("", &got) == IFL_STATUS_OK && got == IFL_SIMD_AUTO, "\"\" is not auto");
+        TH_CHECK(ifl_simd_parse("AVX2", &got) == IFL_STATUS_INVALID_ARG, "AVX2 (case) accepted");
+        TH_CHECK(ifl_simd_parse("sse", &got) == IFL_STATUS_INVALID_ARG, "sse accepted");
+        TH_CHECK(ifl_simd_parse("avx2", NULL) == IFL_STATUS_INVALID_ARG, "out NULL accepted");
+    }
+    if (th_case("INFLLM_SIMD=bogus: the resolver and a cpu context refuse it, a ref context ignores it")) {
+        n_runs++;
+        setenv("INFLLM_SIMD", "bogus", 1);
+        char          msg[256];
+        enum ifl_simd got;
+        enum ifl_status st = ifl_simd_resolve(IFL_SIMD_AUTO, &got, msg, sizeof msg);
+        TH_CHECK(st == IFL_STATUS_INVALID_ARG, "resolve: status %s, expected invalid argument", ifl_status_str(st));
+        TH_CHECK(strstr(msg, "INFLLM_SIMD=bogus") != NULL, "message \"%s\" does not name INFLLM_SIMD=bogus", msg);
+        TH_CHECK(ifl_simd_resolve(IFL_SIMD_SCALAR, &got, msg, sizeof msg) == IFL_STATUS_OK && got == IFL_SIMD_SCALAR,
+                 "an explicit level consults INFLLM_SIMD");
+        TH_CHECK(msg[0] == '\0', "a success leaves the message \"%s\"", msg);
+        struct ifl_ctx_params p = ifl_ctx_params_default();
+        struct ifl_ctx       *ctx = NULL;
+        p.backend                 = IFL_BACKEND_CPU;
+        st                        = ifl_ctx_create(&p, &ctx);
+        TH_CHECK(st == IFL_STATUS_INVALID_ARG && ctx == NULL, "cpu context: status %s, expected invalid argument",
+                 ifl_status_str(st));
+        ifl_ctx_destroy(ctx);
+        p.backend = IFL_BACKEND_REF;
+        st        = ifl_ctx_create(&p, &ctx);
+        TH_CHECK(st == IFL_STATUS_OK, "ref context: status %s", ifl_status_str(st));
+        ifl_ctx_destroy(ctx);
+        TH_CHECK(ifl_simd_resolve((enum ifl_simd)42, &got, msg, sizeof msg) == IFL_STATUS_INVALID_ARG && msg[0],
+                 "level 42 accepted or no message");
+        TH_CHECK(ifl_simd_resolve(IFL_SIMD_AUTO, NULL, NULL, 0) == IFL_STATUS_INVALID_ARG, "out NULL accepted");
+    }
+    if (th_case("INFLLM_SIMD=scalar and =auto: a cpu context runs what it says")) {
+        n_runs++;
+        const char *names[] = {"scalar", "auto"};
+        for (int i = 0; i < 2; i++) {
+            setenv("INFLLM_SIMD", names[i], 1);
+            struct ifl_ctx_params p = ifl_ctx_params_default();
+            struct ifl_ctx       *ctx = NULL;
+            enum ifl_simd         want;
+            p.backend = IFL_BACKEND_CPU;
+            TH_CHECK(ifl_simd_resolve(IFL_SIMD_AUTO, &want, NULL, 0) == IFL_STATUS_OK && want != IFL_SIMD_AUTO,
+                     "INFLLM_SIMD=%s does not resolve", names[i]);
+            if (TH_CHECK(ifl_ctx_create(&p, &ctx) == IFL_STATUS_OK, "INFLLM_SIMD=%s: no cpu context", names[i]))
+                TH_CHECK(ifl_ctx_simd(ctx) == want, "INFLLM_SIMD=%s: context runs %s, resolver says %s", names[i],
+                         ifl_simd_name(ifl_ctx_simd(ctx)), ifl_simd_name(want));
+            if (i == 0) TH_CHECK(want == IFL_SIMD_SCALAR, "INFLLM_SIMD=scalar resolves to %s", ifl_simd_name(want));
+            ifl_ctx_destroy(ctx);
+        }
+    }
+    if (old) setenv("INFLLM_SIMD", saved, 1);
+    else unsetenv("INFLLM_SIMD");
+}
+
+/* ifl_ctx_parallel: every task exactly once, on a worker index below ifl_ctx_threads. */
+struct par_count {
+    int *hits;
+    int  bad_thread, n_threads;
+};
+static void par_task(void *arg, int64_t task, int thread) {
+    struct par_count *c = arg;
+    __atomic_fetch_add(&c->hits[task], 1, __ATOMIC_RELAXED);
+    if (thread < 0 || thread >= c->n_threads) __atomic_store_n(&c->bad_thread, 1, __ATOMIC_RELAXED);
+}
+
+static void test_parallel(void) {
+    const enum ifl_backend bk[] = {IFL_BACKEND_REF, IFL_BACKEND_CPU};
+    for (size_t b = 0; b < 2; b++) {
+        if (!th_case("ifl_ctx_parallel: %s backend, 3 threads", ifl_backend_name(bk[b]))) continue;
+        n_runs++;
+        struct ifl_ctx_params p = ifl_ctx_params_default();
+        struct ifl_ctx       *ctx = NULL;
+        p.backend   = bk[b];
+        p.n_threads = 3;
+        if (!TH_CHECK(ifl_ctx_create(&p, &ctx) == IFL_STATUS_OK, "no context")) continue;
+        enum { N = 1000 };
+        int              hits[N] = {0};
+        struct par_count c       = {hits, 0, ifl_ctx_threads(ctx)};
+        TH_CHECK(ifl_ctx_parallel(ctx, N, par_task, &c) == IFL_STATUS_OK, "status: %s", ifl_ctx_errmsg(ctx));
+        int wrong = 0;
+        for (int i = 0; i < N; i++) wrong += hits[i] != 1;
+        TH_CHECK(wrong == 0, "%d tasks did not run exactly once", wrong);
+        TH_CHECK(!c.bad_thread, "a worker index outside [0, %d)", c.n_threads);
+        TH_CHECK(ifl_ctx_parallel(ctx, 0, par_task, &c) == IFL_STATUS_OK, "0 tasks refused");
+        TH_CHECK(ifl_ctx_parallel(ctx, 5, NULL, &c) == IFL_STATUS_INVALID_ARG && ifl_ctx_errmsg(ctx)[0],
+                 "fn NULL accepted or no message");
+        TH_CHECK(ifl_ctx_parallel(ctx, -1, par_task, &c) == IFL_STATUS_INVALID_ARG, "n_tasks -1 accepted");
+        TH_CHECK(ifl_ctx_parallel(NULL, 5, par_task, &c) == IFL_STATUS_INVALID_ARG, "ctx NULL accepted");
+        ifl_ctx_destroy(ctx);
+    }
+}
+
 /* Tensors whose element count overflows int64 while their span is tiny (stride-0 broadcast, which
  * the header allows: "other strides are free (in elements, non-negative)"). The call must fail
  * cleanly (SHAPE, INVALID_ARG or OUT_OF_MEMORY), not size its scratch with an overflowed product.
@@ -1151,6 +1258,8 @@ int main(int argc, char **argv) {
     th_init(argc, argv);
     verbose = getenv("IFL_TEST_VERBOSE") != NULL;
     test_ctx();
+    test_simd_env();
+    test_parallel();
 
     /* every table on every host-memory backend this build has (validation is shared, the writes
      * are not). The tables pass host pointers, so the cuda backend, whose tensors live in device

@@ -298,6 +298,11 @@ t "unknown command" 2 stderr "frobnicate" "" -- frobnicate
 t "unknown command that looks like a flag" 2 stderr "--bogus" "" -- --bogus
 t "attn: unknown flag" 2 stderr "--bogus" "" -- attn --q "$Q" --k "$K" --v "$V" --out "$OUT" --bogus 1
 t "grad: unknown flag" 2 stderr "--frob" "" -- grad --q "$Q" --k "$K" --v "$V" --dout "$DO" --dq "$DQ" --dk "$DK" --dv "$DV" --frob
+# an INFLLM_SIMD the library does not know is refused by name (a cpu context), ignored by ref
+export INFLLM_SIMD=bogus
+t "bench: INFLLM_SIMD=bogus" 2 stderr "INFLLM_SIMD=bogus: expected auto, scalar, avx2 or avx512" "" -- bench --quick --backend cpu
+t "attn --backend cpu: INFLLM_SIMD=bogus" 1 stderr "INFLLM_SIMD=bogus: expected" "" -- attn --q "$Q" --k "$K" --v "$V" --out "$OUT" --backend cpu
+unset INFLLM_SIMD
 t "demo: unknown flag" 2 stderr "--nope" "" -- demo --nope 3
 t "version: unknown flag" 2 stderr "--nope" "" -- version --nope
 t "attn: unexpected positional argument" 2 stderr "stray" "" -- attn --q "$Q" --k "$K" --v "$V" --out "$OUT" stray

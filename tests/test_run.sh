@@ -100,6 +100,8 @@ has "$work/err" "generation_config.json: line 1, column 21" "bad generation_conf
 printf '{"top_p": 3}' >"$b/generation_config.json"
 run 1 "generation_config.json out of range" --model "$b" --prompt x
 has "$work/err" "top_p" "generation_config.json out of range"
+INFLLM_SIMD=bogus "$infllm" run --model "$m" --prompt x >"$work/out" 2>"$work/err" && bad "INFLLM_SIMD=bogus accepted" || ok
+has "$work/err" "INFLLM_SIMD=bogus: expected auto, scalar, avx2 or avx512" "INFLLM_SIMD=bogus"
 rm -f "$b/generation_config.json" "$b/tokenizer.json"
 printf '{"model": {"vocab": {"a": 0}, "merges": ["a a"]}}' >"$b/tokenizer.json"
 run 1 "bad tokenizer.json" --model "$b" --prompt x

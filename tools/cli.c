@@ -185,6 +185,19 @@ int cli_sparse_config(const char *cmd, const struct cli_sparse_flags *f, struct 
     return rc;
 }
 
+int cli_ctx_create(const char *cmd, const struct ifl_ctx_params *p, struct ifl_ctx **out) {
+    enum ifl_status st = ifl_ctx_create(p, out);
+    if (st == IFL_STATUS_OK) return CLI_OK;
+    char          why[256] = "";
+    enum ifl_simd simd;
+    if (p->backend == IFL_BACKEND_CPU && ifl_simd_resolve(p->simd, &simd, why, sizeof why) != IFL_STATUS_OK)
+        cli_error(cmd, "cannot create a cpu context: %s", why);
+    else
+        cli_error(cmd, "cannot create a %s context (%d threads): %s%s", ifl_backend_name(p->backend), p->n_threads,
+                  ifl_status_str(st), p->backend == IFL_BACKEND_CUDA ? " (no usable GPU?)" : "");
+    return st == IFL_STATUS_UNSUPPORTED || st == IFL_STATUS_INVALID_ARG ? CLI_USAGE : CLI_FAILURE;
+}
+
 int cli_backend(const char *cmd, const char *name, enum ifl_backend *out) {
     static const enum ifl_backend all[] = {IFL_BACKEND_REF, IFL_BACKEND_CPU, IFL_BACKEND_CUDA};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)

@@ -53,6 +53,10 @@ extern const char cli_sparse_help[];
 /* Parses --backend NAME; prints the problem and returns CLI_USAGE if unknown or not built. */
 int cli_backend(const char *cmd, const char *name, enum ifl_backend *out);
 
+/* ifl_ctx_create; on failure prints why (an INFLLM_SIMD value or a simd level the cpu backend
+ * refuses, else the status) and returns CLI_USAGE for UNSUPPORTED/INVALID_ARG, else CLI_FAILURE. */
+int cli_ctx_create(const char *cmd, const struct ifl_ctx_params *p, struct ifl_ctx **out);
+
 /* Prints "infllm <cmd>: <message>" to stderr. */
 void cli_error(const char *cmd, const char *fmt, ...)
 #if defined(__GNUC__)

@@ -383,10 +383,7 @@ int cmd_attn(int argc, char **argv, int grad) {
     struct ifl_ctx_params cp = ifl_ctx_params_default();
     cp.backend               = backend;
     cp.n_threads             = (int)threads;
-    if (ifl_ctx_create(&cp, &ctx) != IFL_STATUS_OK) {
-        cli_error(cmd, "cannot create a %s context", backend_name);
-        goto done;
-    }
+    if (cli_ctx_create(cmd, &cp, &ctx) != CLI_OK) goto done;
     const int64_t qshape[3] = {Tq, Hq, D}, kshape[3] = {Tk, Hkv, D}, lshape[2] = {Tq, Hq};
     const int64_t width = ifl_select_width(&cfg, Tk), sshape[3] = {Hkv, Tq, width};
     struct input *staged_in[5] = {&q, &k, &v, grad ? &dout : NULL, sel_in.path ? &sel_in : NULL};

@@ -1209,15 +1209,8 @@ int cmd_bench(int argc, char **argv) {
         cli_error(cmd, "--dtype '%s' is not one of bf16, f16, f32", dtype_name);
         return CLI_USAGE;
     }
-    enum ifl_simd simd = IFL_SIMD_AUTO;
-    static const enum ifl_simd all_simd[] = {IFL_SIMD_AUTO, IFL_SIMD_SCALAR, IFL_SIMD_AVX2, IFL_SIMD_AVX512};
-    int                        simd_ok    = 0;
-    for (size_t i = 0; i < sizeof all_simd / sizeof all_simd[0]; i++)
-        if (strcmp(simd_name, ifl_simd_name(all_simd[i])) == 0) {
-            simd    = all_simd[i];
-            simd_ok = 1;
-        }
-    if (!simd_ok) {
+    enum ifl_simd simd;
+    if (ifl_simd_parse(simd_name, &simd) != IFL_STATUS_OK) {
         cli_error(cmd, "--simd '%s' is not one of auto, scalar, avx2, avx512", simd_name);
         return CLI_USAGE;
     }
@@ -1295,16 +1288,7 @@ int cmd_bench(int argc, char **argv) {
     cp.n_threads             = (int)threads;
     cp.simd                  = simd;
     cp.check_finite          = check_finite;
-    enum ifl_status st       = ifl_ctx_create(&cp, &b.ctx);
-    if (st != IFL_STATUS_OK && backend == IFL_BACKEND_CUDA) {
-        cli_error(cmd, "cannot create a cuda context: %s (no usable GPU?)", ifl_status_str(st));
-        return st == IFL_STATUS_UNSUPPORTED ? CLI_USAGE : CLI_FAILURE;
-    }
-    if (st != IFL_STATUS_OK) {
-        cli_error(cmd, "cannot create a %s context (simd %s, %lld threads): %s", backend_name, simd_name, threads,
-                  ifl_status_str(st));
-        return st == IFL_STATUS_UNSUPPORTED ? CLI_USAGE : CLI_FAILURE;
-    }
+    if ((rc = cli_ctx_create(cmd, &cp, &b.ctx)) != CLI_OK) return rc;
     b.device = backend == IFL_BACKEND_CUDA; /* infllm.h: cuda computes on device memory */
     rc       = CLI_FAILURE;
     if (b.device) { /* the ops such a backend refuses are skipped, with a note */
@@ -1314,7 +1298,7 @@ int cmd_bench(int argc, char **argv) {
             const int op = probed[i];
             char      msg[512];
             if (!want_op[op]) continue;
-            st = op == OP_CACHE ? probe_cache(&b, msg, sizeof msg) : probe_backward(&b, msg, sizeof msg);
+            enum ifl_status st = op == OP_CACHE ? probe_cache(&b, msg, sizeof msg) : probe_backward(&b, msg, sizeof msg);
             if (st == IFL_STATUS_UNSUPPORTED) {
                 cli_error(cmd, "note: skipping op %s on the %s backend: %s", op_labels[op], backend_name, msg);
                 want_op[op] = 0;

@@ -146,10 +146,7 @@ int cmd_demo(int argc, char **argv) {
     struct ifl_ctx_params cp = ifl_ctx_params_default();
     cp.backend               = backend;
     cp.n_threads             = (int)threads;
-    if (ifl_ctx_create(&cp, &ctx) != IFL_STATUS_OK) {
-        cli_error(cmd, "cannot create a %s context", backend_name);
-        goto done;
-    }
+    if (cli_ctx_create(cmd, &cp, &ctx) != CLI_OK) goto done;
     struct ifl_tensor tq = ifl_tensor_make(q, IFL_DTYPE_F32, 3, (const int64_t[3]){n_queries, hq, d});
     struct ifl_tensor tk = ifl_tensor_make(k, IFL_DTYPE_F32, 3, (const int64_t[3]){n_keys, hkv, d});
     struct ifl_tensor tv = ifl_tensor_make(v, IFL_DTYPE_F32, 3, (const int64_t[3]){n_keys, hkv, d});

@@ -113,6 +113,19 @@ void ifl_ctx_destroy(struct ifl_ctx *ctx) {
     free(ctx);
 }
 
+enum ifl_status ifl_ctx_parallel(struct ifl_ctx *ctx, int64_t n_tasks,
+                                 void (*fn)(void *arg, int64_t task, int thread), void *arg) {
+    if (!ifl__ctx_ok(ctx)) return IFL_STATUS_INVALID_ARG;
+    if (fn == NULL || n_tasks < 0)
+        return IFL_FAIL(ctx, IFL_STATUS_INVALID_ARG, "ifl_ctx_parallel: %s",
+                        fn == NULL ? "fn is NULL" : "n_tasks < 0, expected >= 0");
+    if (ctx->backend->parallel) ctx->backend->parallel(ctx, n_tasks, fn, arg);
+    else
+        for (int64_t t = 0; t < n_tasks; t++) fn(arg, t, 0);
+    ctx->errmsg[0] = '\0';
+    return IFL_STATUS_OK;
+}
+
 int ifl__ctx_ok(const struct ifl_ctx *ctx) { return ctx != NULL && ctx->magic == IFL__CTX_MAGIC; }
 
 const char *ifl_ctx_errmsg(const struct ifl_ctx *ctx) {

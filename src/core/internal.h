@@ -116,6 +116,12 @@ struct ifl__backend {
     enum ifl_status (*dense_fwd)(struct ifl_ctx *ctx, const struct ifl__problem *pb);
     enum ifl_status (*sparse_bwd)(struct ifl_ctx *ctx, const struct ifl__problem *pb);
     enum ifl_status (*dense_bwd)(struct ifl_ctx *ctx, const struct ifl__problem *pb);
+    /* Slots added later sit here, after the ops, so that a table initialised by position (the
+     * cuda backend's, C++) stays valid and leaves them NULL. */
+    /* (optional) runs fn for tasks 0..n_tasks-1 on the backend's worker threads (ifl_ctx_parallel);
+     * NULL = in the calling thread */
+    void (*parallel)(struct ifl_ctx *ctx, int64_t n_tasks, void (*fn)(void *arg, int64_t task, int thread),
+                     void *arg);
 };
 
 extern const struct ifl__backend ifl__backend_ref;

@@ -1,47 +1,20 @@
 /* SPDX-License-Identifier: MIT
  *
  * cpu_backend.c -- the cpu backend's vtable: picks the instruction-set build at context creation
- * (the best the processor runs, or the one forced by ifl_ctx_params.simd / INFLLM_SIMD), starts
- * the thread pool, and forwards every op to that build.
+ * (ifl_simd_resolve: the best the processor runs, or the one forced by ifl_ctx_params.simd /
+ * INFLLM_SIMD), starts the thread pool (which ifl_ctx_parallel also lends to the caller), and
+ * forwards every op to that build.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "cpu.h"
 
 #include <stdlib.h>
-#include <string.h>
 #include <unistd.h>
 
-static int processor_runs(enum ifl_simd simd) {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_cpu_init();
-    switch (simd) {
-    case IFL_SIMD_AVX512:
-        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("fma");
-    case IFL_SIMD_AVX2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    default: return 1;
-    }
-#else
-    return simd == IFL_SIMD_SCALAR || simd == IFL_SIMD_AUTO;
-#endif
-}
-
-static enum ifl_simd simd_from_env(void) {
-    const char *e = getenv("INFLLM_SIMD");
-    if (e == NULL || *e == '\0') return IFL_SIMD_AUTO;
-    if (strcmp(e, "scalar") == 0) return IFL_SIMD_SCALAR;
-    if (strcmp(e, "avx2") == 0) return IFL_SIMD_AVX2;
-    if (strcmp(e, "avx512") == 0) return IFL_SIMD_AVX512;
-    return IFL_SIMD_AUTO; /* an unknown value is ignored rather than fatal */
-}
-
 static enum ifl_status cpu_init(struct ifl_ctx *ctx) {
-    enum ifl_simd want = ctx->params.simd == IFL_SIMD_AUTO ? simd_from_env() : ctx->params.simd;
-    if (want == IFL_SIMD_AUTO)
-        want = processor_runs(IFL_SIMD_AVX512) ? IFL_SIMD_AVX512
-             : processor_runs(IFL_SIMD_AVX2)   ? IFL_SIMD_AVX2
-                                               : IFL_SIMD_SCALAR;
-    if (!processor_runs(want)) return IFL_STATUS_UNSUPPORTED;
+    enum ifl_simd   want;
+    enum ifl_status st = ifl_simd_resolve(ctx->params.simd, &want, NULL, 0); /* simd.c */
+    if (st != IFL_STATUS_OK) return st;
     struct cpu_state *cs = calloc(1, sizeof *cs);
     if (cs == NULL) return IFL_STATUS_OUT_OF_MEMORY;
     cs->ops = want == IFL_SIMD_AVX512 ? &cpu_ops_avx512 : want == IFL_SIMD_AVX2 ? &cpu_ops_avx2 : &cpu_ops_scalar;
@@ -68,6 +41,10 @@ static void cpu_release(struct ifl_ctx *ctx) {
     ctx->impl = NULL;
 }
 
+static void parallel(struct ifl_ctx *ctx, int64_t n_tasks, void (*fn)(void *, int64_t, int), void *arg) {
+    cpu_pool_run(((struct cpu_state *)ctx->impl)->pool, n_tasks, fn, arg);
+}
+
 static const struct cpu_isa_ops *ops(struct ifl_ctx *ctx) { return ((struct cpu_state *)ctx->impl)->ops; }
 
 static enum ifl_status compress_keys(struct ifl_ctx *ctx, const struct ifl__problem *pb) { return ops(ctx)->compress_keys(ctx, pb); }
@@ -81,6 +58,7 @@ const struct ifl__backend ifl__backend_cpu = {
     .name          = "cpu",
     .init          = cpu_init,
     .release       = cpu_release,
+    .parallel      = parallel,
     .compress_keys = compress_keys,
     .select        = select_blocks,
     .sparse_fwd    = sparse_fwd,
