@@ -571,7 +571,10 @@ enum ifl_status cuda_attn_run(struct ifl_ctx *ctx, const struct ifl__problem *pb
     void              *d    = NULL;
     const int          nw   = cs->attn_warps == 8 ? 8 : 4;
     const int          fast = attn_fast(cs, pb, nw, 0);
-    enum ifl_status    st   = attn_setup(ctx, pb, sparse, fast ? (int64_t)nw * 16 / pb->g : 0, &p, &d);
+    int                ran  = 0; /* the wgmma kernel (cuda_attn_wg.cu) takes what suits it */
+    enum ifl_status    st   = fast ? cuda_attn_wg_try(ctx, pb, sparse, &ran) : IFL_STATUS_OK;
+    if (st || ran) return st;
+    st = attn_setup(ctx, pb, sparse, fast ? (int64_t)nw * 16 / pb->g : 0, &p, &d);
     if (st || p.rows == 0) {
         cuda_scratch_free(ctx, d);
         return st;

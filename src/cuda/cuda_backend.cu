@@ -217,6 +217,13 @@ static enum ifl_status cuda_init(struct ifl_ctx *ctx) {
     cs->force_generic = env_int("INFLLM_CUDA_GENERIC", 0);
     cs->sel_warps     = env_int("INFLLM_CUDA_SEL_WARPS", 0);
     cs->attn_warps    = env_int("INFLLM_CUDA_ATTN_WARPS", 0);
+    {
+        const char *ai = getenv("INFLLM_CUDA_ATTN");
+        cs->attn_impl  = ai == NULL || !*ai          ? CUDA_ATTN_AUTO
+                         : strcmp(ai, "mma") == 0    ? CUDA_ATTN_MMA
+                         : strcmp(ai, "wg") == 0     ? CUDA_ATTN_WG
+                                                     : CUDA_ATTN_AUTO;
+    }
     ctx->n_threads    = 1;
     return IFL_STATUS_OK;
 fail:

@@ -37,12 +37,15 @@ struct cuda_state {
     int          force_generic; /* INFLLM_CUDA_GENERIC=1: only the plain (non tensor-core) kernels */
     int          sel_warps;     /* INFLLM_CUDA_SEL_WARPS: warps of the stage-1 tile (0 = chosen) */
     int          attn_warps;    /* INFLLM_CUDA_ATTN_WARPS: warps of the attention tile (0 = chosen) */
+    int          attn_impl;     /* INFLLM_CUDA_ATTN: CUDA_ATTN_AUTO, _MMA (mma.sync kernel only), _WG (wgmma kernel wherever it applies) */
     /* host staging (pinned) for small uploads and the flag read-back; reused by every op, which is
      * safe because every op synchronises before it returns */
     unsigned char *pinned;
     size_t         pinned_size, pinned_used;
     unsigned long long *dflags; /* [8] device words for first-error positions */
 };
+
+enum { CUDA_ATTN_AUTO = 0, CUDA_ATTN_MMA = 1, CUDA_ATTN_WG = 2 };
 
 static inline struct cuda_state *cuda_of(struct ifl_ctx *ctx) { return (struct cuda_state *)ctx->impl; }
 
@@ -295,6 +298,11 @@ enum ifl_status cuda_select_run(struct ifl_ctx *ctx, const struct ifl__problem *
 
 /* cuda_attn.cu: stage 2 (sparse = 1, pb->sel already validated) or dense causal attention. */
 enum ifl_status cuda_attn_run(struct ifl_ctx *ctx, const struct ifl__problem *pb, int sparse);
+
+/* cuda_attn_wg.cu: the forward of cuda_attn_run on the wgmma + TMA kernel when the problem suits it
+ * (bf16/f16, D 64/128, G dividing 64, TMA-describable K and V, enough query tiles to fill the
+ * device or INFLLM_CUDA_ATTN=wg); *ran says whether it did. */
+enum ifl_status cuda_attn_wg_try(struct ifl_ctx *ctx, const struct ifl__problem *pb, int sparse, int *ran);
 
 /* cuda_attn.cu: the backward's dQ into pb->dq, walking the keys as the forward does; ld holds
  * [Tq][Hq] pairs (LSE in log2 units, Di = <dO, O>) in the accumulation type (f64 for f64 inputs). */
