@@ -298,8 +298,8 @@ struct ifl_batch {
  * N1 (N2) must equal the sum over sequences; NULL skips that output (a batch with no complete
  * window at all has no rows, so it must pass NULL). Only cu_seqlens_k of the batch is read. */
 IFL_API enum ifl_status ifl_compress_keys(struct ifl_ctx *ctx, const struct ifl_sparse_config *cfg,
-                                  const struct ifl_batch *batch, const struct ifl_tensor *k,
-                                  const struct ifl_tensor *c1, const struct ifl_tensor *c2);
+                                          const struct ifl_batch *batch, const struct ifl_tensor *k,
+                                          const struct ifl_tensor *c1, const struct ifl_tensor *c2);
 
 /* Stage 1: block selection (spec §2, Design B). For each query token and KV head: scores against
  * the visible fine compressed keys, normalised per query head (exactly, or through the coarse
@@ -311,8 +311,8 @@ IFL_API enum ifl_status ifl_compress_keys(struct ifl_ctx *ctx, const struct ifl_
  *   sequence (extra columns get -1).
  * Memory is O(Tk) per query row; no score matrix is materialised. */
 IFL_API enum ifl_status ifl_select(struct ifl_ctx *ctx, const struct ifl_sparse_config *cfg,
-                           const struct ifl_batch *batch, const struct ifl_tensor *q,
-                           const struct ifl_tensor *k, const struct ifl_tensor *sel);
+                                   const struct ifl_batch *batch, const struct ifl_tensor *q,
+                                   const struct ifl_tensor *k, const struct ifl_tensor *sel);
 
 /* Stage 2: attention of each query token over the tokens of its selected blocks, causal inside
  * the query's own block (keys after the query are never seen).
@@ -321,16 +321,16 @@ IFL_API enum ifl_status ifl_select(struct ifl_ctx *ctx, const struct ifl_sparse_
  *   out : [Tq, Hq, D]   lse : [Tq, Hq] or NULL. A row that sees no key gets out 0, lse -inf.
  * Errors also: INVALID_ARG for a malformed sel row (the message gives its position). */
 IFL_API enum ifl_status ifl_sparse_attn_fwd(struct ifl_ctx *ctx, const struct ifl_sparse_config *cfg,
-                                    const struct ifl_batch *batch, const struct ifl_tensor *q,
-                                    const struct ifl_tensor *k, const struct ifl_tensor *v,
-                                    const struct ifl_tensor *sel, const struct ifl_tensor *out,
-                                    const struct ifl_tensor *lse);
+                                            const struct ifl_batch *batch, const struct ifl_tensor *q,
+                                            const struct ifl_tensor *k, const struct ifl_tensor *v,
+                                            const struct ifl_tensor *sel, const struct ifl_tensor *out,
+                                            const struct ifl_tensor *lse);
 
 /* Dense causal attention (uses only cfg->scale).  out : [Tq, Hq, D]   lse : [Tq, Hq] or NULL. */
 IFL_API enum ifl_status ifl_dense_attn_fwd(struct ifl_ctx *ctx, const struct ifl_sparse_config *cfg,
-                                   const struct ifl_batch *batch, const struct ifl_tensor *q,
-                                   const struct ifl_tensor *k, const struct ifl_tensor *v,
-                                   const struct ifl_tensor *out, const struct ifl_tensor *lse);
+                                           const struct ifl_batch *batch, const struct ifl_tensor *q,
+                                           const struct ifl_tensor *k, const struct ifl_tensor *v,
+                                           const struct ifl_tensor *out, const struct ifl_tensor *lse);
 
 enum ifl_mode {
     IFL_MODE_DENSE,
@@ -344,10 +344,10 @@ enum ifl_mode {
  *         are all -1); K must cover the widths of the sparse sequences.
  *   modes : n_seqs entries (1 when batch is NULL) or NULL: the mode each sequence ran. */
 IFL_API enum ifl_status ifl_infllmv2_fwd(struct ifl_ctx *ctx, const struct ifl_sparse_config *cfg,
-                                 const struct ifl_batch *batch, const struct ifl_tensor *q,
-                                 const struct ifl_tensor *k, const struct ifl_tensor *v,
-                                 const struct ifl_tensor *out, const struct ifl_tensor *lse,
-                                 const struct ifl_tensor *sel, enum ifl_mode *modes);
+                                         const struct ifl_batch *batch, const struct ifl_tensor *q,
+                                         const struct ifl_tensor *k, const struct ifl_tensor *v,
+                                         const struct ifl_tensor *out, const struct ifl_tensor *lse,
+                                         const struct ifl_tensor *sel, enum ifl_mode *modes);
 
 /* Backward of ifl_sparse_attn_fwd with the selection held fixed (selection has no gradient).
  * out and lse are the forward's results (lse required); dout : [Tq, Hq, D].
@@ -356,20 +356,20 @@ IFL_API enum ifl_status ifl_infllmv2_fwd(struct ifl_ctx *ctx, const struct ifl_s
  * atomics, sums in a fixed order), for any thread count on cpu; on cuda for the same GPU model
  * (the work split, hence the order of a few sums, follows the number of multiprocessors). */
 IFL_API enum ifl_status ifl_sparse_attn_bwd(struct ifl_ctx *ctx, const struct ifl_sparse_config *cfg,
-                                    const struct ifl_batch *batch, const struct ifl_tensor *q,
-                                    const struct ifl_tensor *k, const struct ifl_tensor *v,
-                                    const struct ifl_tensor *sel, const struct ifl_tensor *out,
-                                    const struct ifl_tensor *lse, const struct ifl_tensor *dout,
-                                    const struct ifl_tensor *dq, const struct ifl_tensor *dk,
-                                    const struct ifl_tensor *dv);
+                                            const struct ifl_batch *batch, const struct ifl_tensor *q,
+                                            const struct ifl_tensor *k, const struct ifl_tensor *v,
+                                            const struct ifl_tensor *sel, const struct ifl_tensor *out,
+                                            const struct ifl_tensor *lse, const struct ifl_tensor *dout,
+                                            const struct ifl_tensor *dq, const struct ifl_tensor *dk,
+                                            const struct ifl_tensor *dv);
 
 /* Backward of ifl_dense_attn_fwd; arguments as ifl_sparse_attn_bwd without sel. */
 IFL_API enum ifl_status ifl_dense_attn_bwd(struct ifl_ctx *ctx, const struct ifl_sparse_config *cfg,
-                                   const struct ifl_batch *batch, const struct ifl_tensor *q,
-                                   const struct ifl_tensor *k, const struct ifl_tensor *v,
-                                   const struct ifl_tensor *out, const struct ifl_tensor *lse,
-                                   const struct ifl_tensor *dout, const struct ifl_tensor *dq,
-                                   const struct ifl_tensor *dk, const struct ifl_tensor *dv);
+                                           const struct ifl_batch *batch, const struct ifl_tensor *q,
+                                           const struct ifl_tensor *k, const struct ifl_tensor *v,
+                                           const struct ifl_tensor *out, const struct ifl_tensor *lse,
+                                           const struct ifl_tensor *dout, const struct ifl_tensor *dq,
+                                           const struct ifl_tensor *dk, const struct ifl_tensor *dv);
 
 /* Finds the first NaN or Inf of a float tensor in index order. Returns 1 and writes its index
  * (ndim entries) to pos when found, 0 when every element is finite or t is not a float tensor. */
@@ -396,9 +396,12 @@ IFL_API int ifl_tensor_find_nonfinite(const struct ifl_tensor *t, int64_t pos[IF
  * config 1/16 + 1/64 of K, 3.9% over K + V (65536 tokens, 2 KV heads, D 128, bf16: 64 MiB of K + V
  * and 2.5 MiB of compressed keys). ifl_kv_cache_bytes() reports the exact total.
  *
- * A cache does not belong to a context: any live context of a host backend (ref, cpu) may operate
- * on it, and errors are reported on the context passed; a device-memory backend (cuda) gets
- * UNSUPPORTED from create, append and attn (a device-resident cache is future work). A cache is
+ * The storage lives where the creating context's backend computes. Host memory for ref and cpu:
+ * the cache then belongs to no context, any live host context may operate on it, and errors are
+ * reported on the context passed. Device memory for cuda (allocated through the backend's
+ * buffers): only contexts of that backend may operate on it, and the creating context must
+ * outlive the cache (ifl_kv_cache_destroy frees the storage through it); the cuda backend cannot
+ * yet write rows into a cache, so append and attn get UNSUPPORTED there. A cache is
  * not thread-safe (one call at a time per cache). On any error the cache is unchanged: no length
  * moves and no row a later call can see is written. Sequences are attended one per call. */
 
@@ -425,9 +428,10 @@ struct ifl_kv_cache;
  * (head_dim > IFL_MAX_HEAD_DIM), OUT_OF_MEMORY (also when the storage would not fit in the
  * address space). */
 IFL_API enum ifl_status ifl_kv_cache_create(struct ifl_ctx *ctx, const struct ifl_kv_cache_params *params,
-                                    struct ifl_kv_cache **out);
+                                            struct ifl_kv_cache **out);
 
-/* Frees the cache; NULL is a harmless no-op. */
+/* Frees the cache; NULL is a harmless no-op. A cache in device memory must be destroyed before
+ * the context that created it. */
 IFL_API void ifl_kv_cache_destroy(struct ifl_kv_cache *cache);
 
 /* Tokens sequence seq holds; -1 for a NULL or garbage cache or seq outside [0, n_seqs). */
@@ -448,9 +452,10 @@ IFL_API size_t ifl_kv_cache_bytes(const struct ifl_kv_cache *cache);
  * Errors: INVALID_ARG (NULL argument, garbage cache, seq out of range, NaN/Inf in k_new or v_new
  * or a value that overflows the storage dtype, when check_finite is on; an input overlapping the
  * cache rows it would write), SHAPE (Hkv or D not the cache's, v_new's shape not k_new's), DTYPE,
- * CAPACITY (len + n > capacity), UNSUPPORTED (a device-memory backend), OUT_OF_MEMORY. */
+ * CAPACITY (len + n > capacity), UNSUPPORTED (a context that cannot write into the cache's
+ * memory: see above), OUT_OF_MEMORY. */
 IFL_API enum ifl_status ifl_kv_cache_append(struct ifl_ctx *ctx, struct ifl_kv_cache *cache, int32_t seq,
-                                    const struct ifl_tensor *k_new, const struct ifl_tensor *v_new);
+                                            const struct ifl_tensor *k_new, const struct ifl_tensor *v_new);
 
 /* Shortens sequence seq to its first new_len tokens (0 <= new_len <= its length), dropping the
  * compressed keys whose windows reach past new_len. Appending afterwards gives exactly the cache
@@ -458,7 +463,7 @@ IFL_API enum ifl_status ifl_kv_cache_append(struct ifl_ctx *ctx, struct ifl_kv_c
  * Errors: INVALID_ARG (NULL ctx or cache, garbage cache, seq out of range, new_len < 0 or above
  * the sequence's length). */
 IFL_API enum ifl_status ifl_kv_cache_truncate(struct ifl_ctx *ctx, struct ifl_kv_cache *cache, int32_t seq,
-                                      int64_t new_len);
+                                              int64_t new_len);
 
 /* Attention of the newest Tq tokens of sequence seq over its len cached tokens: query i sits at
  * position len - Tq + i and sees keys 0 .. len - Tq + i. Append the tokens' keys and values first
@@ -473,24 +478,25 @@ IFL_API enum ifl_status ifl_kv_cache_truncate(struct ifl_ctx *ctx, struct ifl_kv
  *   mode : receives the mode that ran, or NULL
  * Errors: INVALID_ARG (NULL ctx/cache/q/out, garbage cache, seq out of range, NaN/Inf in q when
  * check_finite is on, an output overlapping an input, another output or the sequence's cached
- * rows), SHAPE, DTYPE, UNSUPPORTED (a device-memory backend), OUT_OF_MEMORY. No output is
- * written on error. */
+ * rows), SHAPE, DTYPE, UNSUPPORTED (a context that cannot compute on the cache's memory, see
+ * above), OUT_OF_MEMORY. No output is written on error. */
 IFL_API enum ifl_status ifl_kv_cache_attn(struct ifl_ctx *ctx, struct ifl_kv_cache *cache, int32_t seq,
-                                  const struct ifl_tensor *q, const struct ifl_tensor *out,
-                                  const struct ifl_tensor *lse, const struct ifl_tensor *sel,
-                                  enum ifl_mode *mode);
+                                          const struct ifl_tensor *q, const struct ifl_tensor *out,
+                                          const struct ifl_tensor *lse, const struct ifl_tensor *sel,
+                                          enum ifl_mode *mode);
 
 /* Read-only descriptors of what sequence seq holds, in the storage dtype, contiguous:
  *   k, v : [len, Hkv, D]     c1 : [N1(len), Hkv, D]     c2 : [N2(len), Hkv, D]
  * with N1(len) = ifl_compressed_len(len, kernel_size, kernel_stride), N2 likewise (coarse).
- * Any of k, v, c1, c2 may be NULL. A descriptor with 0 rows still has valid data (the ops refuse
+ * Any of k, v, c1, c2 may be NULL. The data is in the cache's memory (device memory for a cuda
+ * cache). A descriptor with 0 rows still has valid data (the ops refuse
  * empty tensors, so check the row count before passing one on). The data pointers stay valid
  * until ifl_kv_cache_destroy; the rows until the next append or truncate of that sequence.
  * Writing through them is not allowed (the compressed keys would no longer match the keys).
  * Errors: INVALID_ARG (NULL ctx or cache, garbage cache, seq out of range). */
 IFL_API enum ifl_status ifl_kv_cache_view(struct ifl_ctx *ctx, const struct ifl_kv_cache *cache, int32_t seq,
-                                  struct ifl_tensor *k, struct ifl_tensor *v, struct ifl_tensor *c1,
-                                  struct ifl_tensor *c2);
+                                          struct ifl_tensor *k, struct ifl_tensor *v, struct ifl_tensor *c1,
+                                          struct ifl_tensor *c2);
 
 #ifdef __cplusplus
 }

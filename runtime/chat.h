@@ -28,6 +28,6 @@ struct rt_chat_msg {
 /* Renders the messages (and the generation prompt when add_generation_prompt). *out is malloc'ed
  * and NUL-terminated, *len its length. 0, or -1 with a message (unknown role, NULL). */
 RT_API int rt_chat_render(const struct rt_chat_msg *msgs, size_t n, int add_generation_prompt, int empty_think,
-                   char **out, size_t *len, char *err, size_t errlen);
+                          char **out, size_t *len, char *err, size_t errlen);
 
 #endif /* INFLLM_RT_CHAT_H */

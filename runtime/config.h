@@ -66,7 +66,7 @@ struct rt_config {
 /* Parses and checks the text of a config.json (len bytes); `path` only names it in messages.
  * Returns 0, or -1 with "PATH: key 'K': problem" in err. */
 RT_API int rt_config_parse(const char *text, size_t len, const char *path, struct rt_config *cfg,
-                    char *err, size_t errlen);
+                           char *err, size_t errlen);
 
 /* Reads and parses a file. */
 RT_API int rt_config_load(const char *path, struct rt_config *cfg, char *err, size_t errlen);

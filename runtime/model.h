@@ -55,7 +55,7 @@ struct rt_model; /* a loaded checkpoint + one KV cache per layer + scratch */
 /* Loads dir/config.json and dir/model.safetensors (or dir/model.safetensors.index.json and its
  * shards), memory-mapped. 0 ok; else -1 and err names the file and the tensor or key. */
 RT_API int  rt_model_load(const char *dir, const struct rt_model_options *opt, struct rt_model **out,
-                   char *err, size_t errlen);
+                          char *err, size_t errlen);
 RT_API void rt_model_free(struct rt_model *m); /* NULL: no-op */
 
 RT_API const struct rt_config *rt_model_config(const struct rt_model *m);
@@ -67,8 +67,8 @@ RT_API void                    rt_model_reset(struct rt_model *m);          /* e
  * after each chunk, may be NULL) and writes the logits of the LAST token into logits[vocab]
  * (NULL: none). On error the caches are taken back to their length before the call. */
 RT_API int rt_model_prefill(struct rt_model *m, const int32_t *tokens, int64_t n, int64_t chunk,
-                     void (*progress)(void *user, int64_t done, int64_t total), void *user,
-                     float *logits, char *err, size_t errlen);
+                            void (*progress)(void *user, int64_t done, int64_t total), void *user,
+                            float *logits, char *err, size_t errlen);
 
 /* One token; logits[vocab] (NULL: none). */
 RT_API int rt_model_decode(struct rt_model *m, int32_t token, float *logits, char *err, size_t errlen);
@@ -76,7 +76,7 @@ RT_API int rt_model_decode(struct rt_model *m, int32_t token, float *logits, cha
 /* Appends n tokens as one chunk and writes the logits of EVERY one: logits[n][vocab] (NULL:
  * none). What `infllm logits` uses. */
 RT_API int rt_model_forward(struct rt_model *m, const int32_t *tokens, int64_t n, float *logits,
-                     char *err, size_t errlen);
+                            char *err, size_t errlen);
 
 /* Shortens the caches to their first n tokens (0 <= n <= rt_model_len). */
 RT_API int rt_model_truncate(struct rt_model *m, int64_t n, char *err, size_t errlen);

@@ -26,7 +26,7 @@ struct rt_sampler;
 
 /* A sampler for logits of n_vocab entries. 0, or -1 with a message (bad parameters). */
 RT_API int  rt_sampler_new(const struct rt_sampler_params *p, int64_t n_vocab, struct rt_sampler **out, char *err,
-                    size_t errlen);
+                           size_t errlen);
 RT_API void rt_sampler_free(struct rt_sampler *s); /* NULL: no-op */
 
 /* The next token id, or -1 when no logit is finite (NaN counts as -inf). logits is not changed. */

@@ -34,14 +34,14 @@ struct tok;
  * post-processor, as transformers' LlamaTokenizerFast does, and bos_token / eos_token name the
  * BOS and EOS. name is used in messages ("NAME: ..."), NULL means "tokenizer.json". */
 RT_API int tok_load_buffer(const void *json, size_t json_len, const void *config, size_t config_len,
-                    const char *name, struct tok **out, char *err, size_t errlen);
+                           const char *name, struct tok **out, char *err, size_t errlen);
 
 /* Loads DIR/tokenizer.json and DIR/tokenizer_config.json when that file exists. */
 RT_API int tok_load_dir(const char *dir, struct tok **out, char *err, size_t errlen);
 
 /* Loads a tokenizer.json file, and config_path (NULL: none). */
 RT_API int tok_load(const char *path, const char *config_path, struct tok **out, char *err,
-             size_t errlen);
+                    size_t errlen);
 
 RT_API void tok_free(struct tok *t); /* NULL: no-op */
 
@@ -70,13 +70,13 @@ RT_API int tok_is_special(const struct tok *t, int32_t id);
 /* Encodes text[0..len). add_special: apply the post-processor (BOS, as HF's add_special_tokens).
  * *ids is malloc'ed (free it; NULL when *n_ids is 0), *n_ids its length. */
 RT_API int tok_encode(const struct tok *t, const char *text, size_t len, int add_special, int32_t **ids,
-               size_t *n_ids, char *err, size_t errlen);
+                      size_t *n_ids, char *err, size_t errlen);
 
 /* Decodes ids as HF's decode(ids, skip_special_tokens, clean_up_tokenization_spaces=False):
  * *text is malloc'ed and NUL-terminated (free it), *len its length. An id with no piece decodes
  * as the unk token (nothing when there is none), as the JavaScript port does. */
 RT_API int tok_decode(const struct tok *t, const int32_t *ids, size_t n_ids, int skip_special,
-               char **text, size_t *len, char *err, size_t errlen);
+                      char **text, size_t *len, char *err, size_t errlen);
 
 /* ---- streaming decode: text as the tokens come, never a partial UTF-8 character ----
  * The concatenation of everything tok_stream_put and tok_stream_flush return equals tok_decode of
@@ -87,13 +87,13 @@ RT_API int tok_decode(const struct tok *t, const int32_t *ids, size_t n_ids, int
 struct tok_stream;
 
 RT_API int  tok_stream_new(const struct tok *t, int skip_special, struct tok_stream **out, char *err,
-                    size_t errlen);
+                           size_t errlen);
 RT_API void tok_stream_free(struct tok_stream *s); /* NULL: no-op */
 
 /* Adds one id; *text (owned by the stream, valid until the next call) gets the bytes now complete,
  * *len of them (possibly 0). */
 RT_API int tok_stream_put(struct tok_stream *s, int32_t id, const char **text, size_t *len, char *err,
-                   size_t errlen);
+                          size_t errlen);
 
 /* Ends the stream: the bytes still held (an unfinished character becomes U+FFFD per byte). The
  * stream can then start again from nothing. */

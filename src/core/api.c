@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT
  *
  * api.c -- the public operations: validate every argument (check.c), then hand the resolved
- * problem to the context's backend. The dense/sparse switch of ifl_infllmv2_fwd lives here, so
- * every backend shares one policy.
+ * problem to the context's backend. ifl_infllmv2_fwd's dense/sparse switch is switch.c's, which
+ * the KV cache shares, so every backend and both entry points follow one policy.
  */
 #include "check.h"
 
@@ -149,27 +149,6 @@ enum ifl_status ifl_dense_attn_fwd(struct ifl_ctx *ctx, const struct ifl_sparse_
 
 /* ---- the switchable forward ---- */
 
-/* Writes -1 to the sel rows of pb's sequences (through the backend when sel is device memory). */
-static enum ifl_status clear_sel(struct ifl_ctx *ctx, const struct ifl__problem *pb) {
-    if (ctx->backend->clear_sel) return ctx->backend->clear_sel(ctx, pb);
-    const struct ifl_tensor *sel = pb->sel;
-    for (int64_t s = 0; s < pb->n_seqs; s++)
-        for (int64_t g = 0; g < pb->hkv; g++)
-            for (int64_t i = pb->seqs[s].q0; i < pb->seqs[s].q0 + pb->seqs[s].nq; i++)
-                for (int64_t c = 0; c < sel->shape[2]; c++) ((int32_t *)sel->data)[ifl__off3(sel, g, i, c)] = -1;
-    return IFL_STATUS_OK;
-}
-
-/* A copy of pb restricted to the sequences s with keep[s] == want. */
-static void subproblem(const struct ifl__problem *pb, const unsigned char *keep, unsigned char want,
-                       struct ifl__seq *seqs, struct ifl__problem *sub) {
-    *sub        = *pb;
-    sub->seqs   = seqs;
-    sub->n_seqs = 0;
-    for (int64_t s = 0; s < pb->n_seqs; s++)
-        if (keep[s] == want) seqs[sub->n_seqs++] = pb->seqs[s];
-}
-
 enum ifl_status ifl_infllmv2_fwd(struct ifl_ctx *ctx, const struct ifl_sparse_config *cfg,
                                  const struct ifl_batch *batch, const struct ifl_tensor *q,
                                  const struct ifl_tensor *k, const struct ifl_tensor *v,
@@ -178,58 +157,28 @@ enum ifl_status ifl_infllmv2_fwd(struct ifl_ctx *ctx, const struct ifl_sparse_co
     const char         *fn = "ifl_infllmv2_fwd";
     struct ifl__problem pb;
     enum ifl_status     st;
-    unsigned char      *sparse   = NULL; /* [n_seqs] 1 = this sequence runs sparse */
-    struct ifl__seq    *sub_seqs = NULL; /* [n_seqs] scratch for the two sub-batches */
-    int32_t            *own_sel  = NULL; /* selection scratch when the caller passes no sel */
+    unsigned char      *sparse = NULL; /* [n_seqs] 1 = this sequence runs sparse */
     if (ifl__check_ctx(ctx)) return IFL_STATUS_INVALID_ARG;
     if (q == NULL || v == NULL)
         return IFL_FAIL(ctx, IFL_STATUS_INVALID_ARG, "%s: %s is NULL", fn, q ? "v" : "q");
     TRY(ifl__problem_begin(ctx, fn, cfg, batch, q, k, v, &pb));
-    sparse   = calloc((size_t)pb.n_seqs, 1);
-    sub_seqs = malloc((size_t)pb.n_seqs * sizeof *sub_seqs);
-    if (!sparse || !sub_seqs) TRY(IFL_FAIL(ctx, IFL_STATUS_OUT_OF_MEMORY, "%s: out of memory", fn));
-    int     any_sparse = 0, any_dense = 0;
-    int64_t width      = 1;
-    for (int64_t s = 0; s < pb.n_seqs; s++) {
-        sparse[s] = pb.cfg.dense_len == -1 || pb.seqs[s].nk >= pb.cfg.dense_len;
-        any_sparse |= sparse[s];
-        any_dense |= !sparse[s];
-        int64_t w = ifl_select_width(&pb.cfg, pb.seqs[s].nk);
-        if (sparse[s] && w > width) width = w;
-    }
+    sparse = malloc((size_t)pb.n_seqs);
+    if (!sparse) TRY(IFL_FAIL(ctx, IFL_STATUS_OUT_OF_MEMORY, "%s: out of memory", fn));
+    for (int64_t s = 0; s < pb.n_seqs; s++) sparse[s] = (unsigned char)ifl__runs_sparse(&pb.cfg, pb.seqs[s].nk);
     if (sel) TRY(ifl__check_sel_output(ctx, fn, &pb, sel, sparse));
     TRY(check_out_lse(ctx, fn, &pb, out, lse, 0));
     const struct ifl_tensor *outs[] = {out, lse, sel}, *ins[] = {q, k, v};
     const char              *onames[] = {"out", "lse", "sel"}, *inames[] = {"q", "k", "v"};
     TRY(ifl__check_overlap(ctx, fn, outs, onames, 3, ins, inames, 3));
     TRY(check_qkv_finite(ctx, fn, &pb));
-
-    struct ifl_tensor own;
-    if (any_sparse && sel == NULL) { /* scratch selection, in the backend's memory */
-        TRY(ifl_buffer_alloc(ctx, (size_t)(pb.hkv * pb.tq * width) * sizeof *own_sel, (void **)&own_sel));
-        own = ifl_tensor_make(own_sel, IFL_DTYPE_I32, 3, (const int64_t[3]){pb.hkv, pb.tq, width});
-        sel = &own;
-    }
     pb.sel = sel;
     pb.out = out;
     pb.lse = lse;
-    struct ifl__problem sub;
-    if (any_sparse) {
-        subproblem(&pb, sparse, 1, sub_seqs, &sub);
-        TRY(ctx->backend->select(ctx, &sub));
-        TRY(ctx->backend->sparse_fwd(ctx, &sub));
-    }
-    if (any_dense) {
-        subproblem(&pb, sparse, 0, sub_seqs, &sub);
-        TRY(ctx->backend->dense_fwd(ctx, &sub));
-        if (sel) TRY(clear_sel(ctx, &sub)); /* rows of dense sequences carry no selection */
-    }
+    TRY(ifl__switch_fwd(ctx, &pb, sparse));
     if (modes)
         for (int64_t s = 0; s < pb.n_seqs; s++) modes[s] = sparse[s] ? IFL_MODE_SPARSE : IFL_MODE_DENSE;
 done:
     free(sparse);
-    free(sub_seqs);
-    ifl_buffer_free(ctx, own_sel);
     return finish(ctx, &pb, st);
 }
 

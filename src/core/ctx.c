@@ -149,14 +149,18 @@ enum ifl_status ifl__fail(struct ifl_ctx *ctx, enum ifl_status status, const cha
 
 /* ---- memory ---- */
 
+enum ifl_status ifl__scratch_alloc(struct ifl_ctx *ctx, const char *fn, size_t bytes, void **out) {
+    if (ctx->backend->buffer_alloc) return ctx->backend->buffer_alloc(ctx, bytes, out);
+    *out = malloc(bytes);
+    return *out ? IFL_STATUS_OK : IFL_FAIL(ctx, IFL_STATUS_OUT_OF_MEMORY, "%s: out of memory (%zu bytes)", fn, bytes);
+}
+
 enum ifl_status ifl_buffer_alloc(struct ifl_ctx *ctx, size_t bytes, void **out) {
     if (out) *out = NULL;
     if (!ifl__ctx_ok(ctx)) return IFL_STATUS_INVALID_ARG;
     if (out == NULL || bytes == 0)
         return IFL_FAIL(ctx, IFL_STATUS_INVALID_ARG, "ifl_buffer_alloc: %s", out ? "bytes is 0" : "out is NULL");
-    if (ctx->backend->buffer_alloc) return ctx->backend->buffer_alloc(ctx, bytes, out);
-    *out = malloc(bytes);
-    return *out ? IFL_STATUS_OK : IFL_FAIL(ctx, IFL_STATUS_OUT_OF_MEMORY, "ifl_buffer_alloc: out of memory (%zu bytes)", bytes);
+    return ifl__scratch_alloc(ctx, "ifl_buffer_alloc", bytes, out);
 }
 
 void ifl_buffer_free(struct ifl_ctx *ctx, void *buf) {

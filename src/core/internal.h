@@ -38,6 +38,10 @@ enum ifl_status ifl__fail(struct ifl_ctx *ctx, enum ifl_status status, const cha
     ;
 #define IFL_FAIL(ctx, status, ...) ifl__fail((ctx), (status), __FILE__, __LINE__, __VA_ARGS__)
 
+/* bytes (>= 1) of the backend's memory for an op's scratch (ifl_buffer_alloc, with a message
+ * naming fn); free with ifl_buffer_free. */
+enum ifl_status ifl__scratch_alloc(struct ifl_ctx *ctx, const char *fn, size_t bytes, void **out);
+
 /* 1 when ctx is a live context. */
 int ifl__ctx_ok(const struct ifl_ctx *ctx);
 
@@ -122,6 +126,13 @@ struct ifl__backend {
      * NULL = in the calling thread */
     void (*parallel)(struct ifl_ctx *ctx, int64_t n_tasks, void (*fn)(void *arg, int64_t task, int thread),
                      void *arg);
+    /* (optional, device-memory backends) copies the rows of src [n, H, D] (any float dtype, in the
+     * backend's memory) into dst of the same shape, converting to dst's dtype; with check_finite
+     * on it refuses (INVALID_ARG, naming the element) a finite value the conversion overflows.
+     * The KV cache writes appended keys/values and converted queries with it; a device backend
+     * without it gets UNSUPPORTED from ifl_kv_cache_append and ifl_kv_cache_attn. Host backends
+     * leave it NULL (the core's loop does it). */
+    enum ifl_status (*copy_rows)(struct ifl_ctx *ctx, const struct ifl_tensor *dst, const struct ifl_tensor *src);
 };
 
 extern const struct ifl__backend ifl__backend_ref;
@@ -129,6 +140,17 @@ extern const struct ifl__backend ifl__backend_cpu;
 #ifdef IFL_WITH_CUDA
 extern const struct ifl__backend ifl__backend_cuda;
 #endif
+
+/* ---- the dense/sparse switch (switch.c) ---- */
+
+/* 1 when a sequence of n_keys keys runs sparse: dense_len == -1 or n_keys >= dense_len. */
+int ifl__runs_sparse(const struct ifl_sparse_config *cfg, int64_t n_keys);
+
+/* The switchable forward on a validated problem whose out and lse are set (and c1/c2, which only
+ * select reads): select + sparse_fwd for the sequences with sparse[s] != 0, dense_fwd for the
+ * others, whose rows of pb->sel (when not NULL, already checked) get -1. pb->sel NULL: the
+ * selection goes to scratch in the backend's memory. Used by ifl_infllmv2_fwd and the KV cache. */
+enum ifl_status ifl__switch_fwd(struct ifl_ctx *ctx, const struct ifl__problem *pb, const unsigned char *sparse);
 
 /* ---- derived sizes of the sparse config, shared by every backend ---- */
 

@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: MIT
  *
- * kv_cache.c -- the KV cache (include/infllm.h, "KV cache"; spec §6.1): host storage of K, V and
- * the fine and coarse compressed keys of a batch of sequences, incremental emission of compressed
- * keys, rollback, and attention against the cache with the dense/sparse switch.
+ * kv_cache.c -- the KV cache (include/infllm.h, "KV cache"; spec §6.1): storage of K, V and the
+ * fine and coarse compressed keys of a batch of sequences in the memory of the backend that
+ * created it (host memory, or device memory through the backend's buffer slots), incremental
+ * emission of compressed keys, rollback, and attention against the cache through the library's
+ * one dense/sparse switch (switch.c).
  *
  * Backend-independent: the cache only moves rows and builds problems on tensor views of its
  * storage; every number is computed by ctx->backend, so a cache gives the stateless ops' results
@@ -10,8 +12,10 @@
  *   - new compressed keys come from the backend's compress_keys run on a view of just the key rows
  *     of the newly completed windows (a window's mean depends on its own rows only, and the
  *     backends round it to the keys' dtype, which here is the storage dtype);
- *   - attention is ifl__problem_begin on views of the first len rows, then dense_fwd, or select
- *     (with pb.c1/pb.c2 pointing at the cached compressed keys) and sparse_fwd.
+ *   - attention is ifl__problem_begin on views of the first len rows, then ifl__switch_fwd (dense_fwd,
+ *     or select with pb.c1/pb.c2 pointing at the cached compressed keys and sparse_fwd);
+ *   - rows enter the storage (appends, queries of another dtype) through the backend's copy_rows
+ *     slot on device memory, the host loop copy_rows below otherwise.
  * A compressed-key count is a pure function of the length (ifl_compressed_len), so the cache
  * stores one length per sequence and nothing else: truncation is O(1), and rows past the counts
  * are dead until an append rewrites them.
@@ -33,6 +37,11 @@ struct ifl_kv_cache {
     size_t                     bytes;          /* storage bytes (ifl_kv_cache_bytes) */
     unsigned char             *k, *v, *c1, *c2; /* [n_seqs][cap or n*_cap][Hkv][D] each */
     int64_t                   *len;            /* [n_seqs] */
+    /* where the storage lives: host memory (calloc), or device memory of `backend` allocated
+     * through its buffer slots on `owner`, which must outlive the cache (destroy frees it there) */
+    const struct ifl__backend *backend;
+    struct ifl_ctx            *owner;
+    int                        device;
 };
 
 /* ---- small helpers ---- */
@@ -58,13 +67,26 @@ static enum ifl_status check_cache(struct ifl_ctx *ctx, const char *fn, const st
     return IFL_STATUS_OK;
 }
 
-/* The cache's storage is host memory, which only host backends compute on. */
-static enum ifl_status check_host_backend(struct ifl_ctx *ctx, const char *fn) {
-    if (!ctx->backend->device_memory) return IFL_STATUS_OK;
-    return IFL_FAIL(ctx, IFL_STATUS_UNSUPPORTED,
-                    "%s: the %s backend computes on device memory, expected a host backend (ref, cpu): "
-                    "the KV cache keeps its storage in host memory",
-                    fn, ctx->backend->name);
+/* ctx may compute on the cache's storage: host storage with a host backend, device storage with
+ * the backend that holds it; with rows_in (append, attention), the backend must also be able to
+ * write rows into it (host, or a device backend with a copy_rows slot). */
+static enum ifl_status check_storage(struct ifl_ctx *ctx, const char *fn, const struct ifl_kv_cache *c,
+                                     int rows_in) {
+    if (!c->device && ctx->backend->device_memory)
+        return IFL_FAIL(ctx, IFL_STATUS_UNSUPPORTED,
+                        "%s: the %s backend computes on device memory, expected a host backend (ref, cpu): "
+                        "this KV cache keeps its storage in host memory",
+                        fn, ctx->backend->name);
+    if (c->device && ctx->backend != c->backend)
+        return IFL_FAIL(ctx, IFL_STATUS_UNSUPPORTED,
+                        "%s: this KV cache keeps its storage in the %s backend's device memory, expected a %s "
+                        "context (got %s)",
+                        fn, c->backend->name, c->backend->name, ctx->backend->name);
+    if (rows_in && c->device && ctx->backend->copy_rows == NULL)
+        return IFL_FAIL(ctx, IFL_STATUS_UNSUPPORTED,
+                        "%s: the %s backend cannot write rows into a KV cache yet (no copy_rows kernel)", fn,
+                        ctx->backend->name);
+    return IFL_STATUS_OK;
 }
 
 /* Rows [r0, r0+n) of sequence seq of one storage array (per_seq rows per sequence), as a
@@ -107,11 +129,21 @@ static void copy_rows(const struct ifl_tensor *dst, const struct ifl_tensor *src
         }
 }
 
-/* After converting a finite input to the storage dtype: refuses a value that overflowed. */
+/* Rows into the cache's memory (or a buffer like it): the backend's copy_rows for device
+ * memory, the host loop otherwise. */
+static enum ifl_status put_rows(struct ifl_ctx *ctx, const struct ifl_tensor *dst, const struct ifl_tensor *src) {
+    if (ctx->backend->device_memory) return ctx->backend->copy_rows(ctx, dst, src); /* check_storage */
+    copy_rows(dst, src);
+    return IFL_STATUS_OK;
+}
+
+/* After converting a finite input to the storage dtype: refuses a value that overflowed. (On
+ * device memory that scan is the copy_rows kernel's job, as the NaN/Inf scan is the ops'.) */
 static enum ifl_status check_converted(struct ifl_ctx *ctx, const char *fn, const char *name,
                                        const struct ifl_tensor *src, const struct ifl_tensor *conv) {
     int64_t pos[IFL_MAX_DIMS];
-    if (!ctx->params.check_finite || src->dtype == conv->dtype || !ifl_tensor_find_nonfinite(conv, pos))
+    if (!ctx->params.check_finite || src->dtype == conv->dtype || ctx->backend->device_memory ||
+        !ifl_tensor_find_nonfinite(conv, pos))
         return IFL_STATUS_OK;
     return IFL_FAIL(ctx, IFL_STATUS_INVALID_ARG,
                     "%s: %s[%lld, %lld, %lld]=%g overflows the storage dtype %s, expected values "
@@ -149,7 +181,6 @@ enum ifl_status ifl_kv_cache_create(struct ifl_ctx *ctx, const struct ifl_kv_cac
     if (ifl__check_ctx(ctx)) return IFL_STATUS_INVALID_ARG;
     if (params == NULL || out == NULL)
         return IFL_FAIL(ctx, IFL_STATUS_INVALID_ARG, "%s: %s is NULL", fn, params ? "out" : "params");
-    if ((st = check_host_backend(ctx, fn))) return st;
     struct ifl_kv_cache_params p = *params;
     const struct {
         const char *name;
@@ -187,13 +218,19 @@ enum ifl_status ifl_kv_cache_create(struct ifl_ctx *ctx, const struct ifl_kv_cac
                         "to address",
                         fn, (long long)p.capacity, (int)p.n_seqs, (long long)row);
 
-    struct ifl_kv_cache *c = calloc(1, sizeof *c);
-    unsigned char       *store = c ? calloc((size_t)bytes, 1) : NULL; /* lazy zero pages */
-    int64_t             *len   = c ? calloc((size_t)p.n_seqs, sizeof *len) : NULL;
-    if (!c || !store || !len) {
+    /* the storage in the backend's memory: its buffer slot on a device backend, else host
+     * memory (calloc: lazy zero pages, so an unused capacity costs no memory) */
+    struct ifl_kv_cache *c      = calloc(1, sizeof *c);
+    int64_t             *len    = c ? calloc((size_t)p.n_seqs, sizeof *len) : NULL;
+    const int            device = ctx->backend->device_memory;
+    void                *store  = NULL;
+    st                          = IFL_STATUS_OUT_OF_MEMORY;
+    if (c && len) st = device ? ctx->backend->buffer_alloc(ctx, (size_t)bytes, &store) /* names itself */
+                              : (store = calloc((size_t)bytes, 1)) ? IFL_STATUS_OK : IFL_STATUS_OUT_OF_MEMORY;
+    if (st != IFL_STATUS_OK) {
         free(c);
-        free(store);
         free(len);
+        if (device && store == NULL && c && len) return st;
         return IFL_FAIL(ctx, IFL_STATUS_OUT_OF_MEMORY, "%s: out of memory allocating %lld bytes", fn,
                         (long long)bytes);
     }
@@ -208,15 +245,19 @@ enum ifl_status ifl_kv_cache_create(struct ifl_ctx *ctx, const struct ifl_kv_cac
     c->v      = c->k + (size_t)(p.n_seqs * p.capacity * row * esize);
     c->c1     = c->v + (size_t)(p.n_seqs * p.capacity * row * esize);
     c->c2     = c->c1 + (size_t)(p.n_seqs * n1 * row * esize);
-    c->len    = len;
-    *out      = c;
+    c->len     = len;
+    c->backend = ctx->backend;
+    c->owner   = ctx;
+    c->device  = device;
+    *out       = c;
     return finish(ctx, IFL_STATUS_OK);
 }
 
 void ifl_kv_cache_destroy(struct ifl_kv_cache *cache) {
     if (!cache_ok(cache)) return;
     cache->magic = IFL__KVC_DEAD;
-    free(cache->k); /* the one storage block */
+    if (cache->device) cache->backend->buffer_free(cache->owner, cache->k); /* the one storage block */
+    else free(cache->k);
     free(cache->len);
     free(cache);
 }
@@ -276,7 +317,7 @@ enum ifl_status ifl_kv_cache_append(struct ifl_ctx *ctx, struct ifl_kv_cache *ca
     enum ifl_status st;
     if (ifl__check_ctx(ctx)) return IFL_STATUS_INVALID_ARG;
     if ((st = check_cache(ctx, fn, cache, seq))) return st;
-    if ((st = check_host_backend(ctx, fn))) return st;
+    if ((st = check_storage(ctx, fn, cache, 1))) return st;
     const struct ifl_kv_cache_params *p = &cache->params;
     const int64_t kshape[3] = {-1, p->n_heads_kv, p->head_dim};
     if ((st = ifl__check_tensor(ctx, fn, "k_new", k_new, 3, kshape, IFL__ACCEPT_FLOAT))) return st;
@@ -296,8 +337,8 @@ enum ifl_status ifl_kv_cache_append(struct ifl_ctx *ctx, struct ifl_kv_cache *ca
     if ((st = ifl__check_finite(ctx, fn, "v_new", v_new))) return st;
 
     /* Rows at and past len are dead, so writing them changes nothing visible until len moves. */
-    copy_rows(&dk, k_new);
-    copy_rows(&dv, v_new);
+    if ((st = put_rows(ctx, &dk, k_new))) return st;
+    if ((st = put_rows(ctx, &dv, v_new))) return st;
     if ((st = check_converted(ctx, fn, "k_new", k_new, &dk))) return st;
     if ((st = check_converted(ctx, fn, "v_new", v_new, &dv))) return st;
     if ((st = emit(ctx, fn, cache, seq, len, len + n, 0))) return st;
@@ -330,12 +371,11 @@ enum ifl_status ifl_kv_cache_attn(struct ifl_ctx *ctx, struct ifl_kv_cache *cach
     const char         *fn = "ifl_kv_cache_attn";
     struct ifl__problem pb;
     enum ifl_status     st;
-    void               *q_buf   = NULL; /* q in the storage dtype, when it differs */
-    int32_t            *own_sel = NULL; /* selection scratch when the caller passes no sel */
+    void               *q_buf = NULL; /* q in the storage dtype, when it differs */
     memset(&pb, 0, sizeof pb);
     if (ifl__check_ctx(ctx)) return IFL_STATUS_INVALID_ARG;
     if ((st = check_cache(ctx, fn, cache, seq))) return st;
-    if ((st = check_host_backend(ctx, fn))) return st;
+    if ((st = check_storage(ctx, fn, cache, 1))) return st;
     const struct ifl_kv_cache_params *p   = &cache->params;
     const struct ifl_sparse_config   *cfg = &p->cfg;
     const int64_t                     len = cache->len[seq];
@@ -356,8 +396,7 @@ enum ifl_status ifl_kv_cache_attn(struct ifl_ctx *ctx, struct ifl_kv_cache *cach
                       fn, (long long)hq, (int)p->n_heads_kv);
         goto done;
     }
-    const int sparse = cfg->dense_len == -1 || len >= cfg->dense_len;
-    const unsigned char need = (unsigned char)sparse;
+    const unsigned char sparse = (unsigned char)ifl__runs_sparse(cfg, len);
 
     struct ifl_tensor k = k_rows(cache, seq, 0, len), v = v_rows(cache, seq, 0, len);
     struct ifl_tensor c1 = rows(cache, cache->c1, cache->n1_cap, seq, 0, n_fine(cfg, len));
@@ -381,50 +420,24 @@ enum ifl_status ifl_kv_cache_attn(struct ifl_ctx *ctx, struct ifl_kv_cache *cach
     if ((st = ifl__check_finite(ctx, fn, "q", q))) goto done;
     struct ifl_tensor qs = *q;
     if (q->dtype != p->dtype) {
-        q_buf = malloc((size_t)(tq * hq * p->head_dim) * cache->esize);
-        if (q_buf == NULL) {
-            st = IFL_FAIL(ctx, IFL_STATUS_OUT_OF_MEMORY, "%s: out of memory", fn);
-            goto done;
-        }
+        if ((st = ifl__scratch_alloc(ctx, fn, (size_t)(tq * hq * p->head_dim) * cache->esize, &q_buf))) goto done;
         qs = ifl_tensor_make(q_buf, p->dtype, 3, oshape);
-        copy_rows(&qs, q);
+        if ((st = put_rows(ctx, &qs, q))) goto done;
         if ((st = check_converted(ctx, fn, "q", q, &qs))) goto done;
     }
 
     if ((st = ifl__problem_begin(ctx, fn, cfg, NULL, &qs, &k, &v, &pb))) goto done;
-    if (sel && (st = ifl__check_sel_output(ctx, fn, &pb, sel, &need))) goto done;
-    struct ifl_tensor own;
-    if (sparse && sel == NULL) {
-        const int64_t width = ifl_select_width(cfg, len);
-        own_sel = malloc((size_t)(p->n_heads_kv * tq * width) * sizeof *own_sel);
-        if (own_sel == NULL) {
-            st = IFL_FAIL(ctx, IFL_STATUS_OUT_OF_MEMORY, "%s: out of memory", fn);
-            goto done;
-        }
-        own = ifl_tensor_make(own_sel, IFL_DTYPE_I32, 3, (const int64_t[3]){p->n_heads_kv, tq, width});
-        sel = &own;
-    }
+    if (sel && (st = ifl__check_sel_output(ctx, fn, &pb, sel, &sparse))) goto done;
     pb.sel = sel;
     pb.out = out;
     pb.lse = lse;
-    if (sparse) {
-        /* empty compressed keys stay NULL: the backend then derives none from k either */
-        pb.c1 = c1.shape[0] ? &c1 : NULL;
-        pb.c2 = c2.shape[0] ? &c2 : NULL;
-        if ((st = ctx->backend->select(ctx, &pb))) goto done;
-        if ((st = ctx->backend->sparse_fwd(ctx, &pb))) goto done;
-    } else {
-        if ((st = ctx->backend->dense_fwd(ctx, &pb))) goto done;
-        if (sel) /* dense rows carry no selection */
-            for (int64_t g = 0; g < p->n_heads_kv; g++)
-                for (int64_t i = 0; i < tq; i++)
-                    for (int64_t col = 0; col < sel->shape[2]; col++)
-                        ((int32_t *)sel->data)[ifl__off3(sel, g, i, col)] = -1;
-    }
+    /* empty compressed keys stay NULL: the backend then derives none from k either */
+    pb.c1 = c1.shape[0] ? &c1 : NULL;
+    pb.c2 = c2.shape[0] ? &c2 : NULL;
+    if ((st = ifl__switch_fwd(ctx, &pb, &sparse))) goto done;
     if (mode) *mode = sparse ? IFL_MODE_SPARSE : IFL_MODE_DENSE;
 done:
     ifl__problem_end(&pb);
-    free(q_buf);
-    free(own_sel);
+    ifl_buffer_free(ctx, q_buf);
     return finish(ctx, st);
 }
