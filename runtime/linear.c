@@ -62,9 +62,6 @@ void rt_linear_destroy(struct rt_linear *lin) {
     free(lin);
 }
 
-int         rt_linear_threads(const struct rt_linear *lin) { return lin->n_threads; }
-const char *rt_linear_isa(const struct rt_linear *lin) { return lin->k->name; }
-
 /* ---- one run: tasks are (matrix, row range) pieces of every matrix ---- */
 
 struct run {
@@ -145,8 +142,3 @@ void rt_linear_stats(const struct rt_linear *lin, double *seconds, double *flops
 }
 
 void rt_linear_stats_reset(struct rt_linear *lin) { lin->seconds = lin->flops = 0; }
-
-void rt_linear_parallel(struct rt_linear *lin, int64_t n_tasks,
-                        void (*fn)(void *arg, int64_t task, int thread), void *arg) {
-    ifl_ctx_parallel(lin->ctx, n_tasks, fn, arg);
-}

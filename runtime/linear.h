@@ -40,9 +40,6 @@ struct rt_linear;
 int  rt_linear_create(struct ifl_ctx *ctx, struct rt_linear **out, char *err, size_t errlen);
 void rt_linear_destroy(struct rt_linear *lin);
 
-int         rt_linear_threads(const struct rt_linear *lin);
-const char *rt_linear_isa(const struct rt_linear *lin); /* "avx512", "avx2" or "scalar" */
-
 /* y_i[n][w_i.rows] = x[n][cols] · w_iᵀ for i < n_mats (all w_i have the same cols), in one
  * parallel run (fusing q/k/v or gate/up saves thread wake-ups). y_i must not overlap x.
  * Returns 0, or -1 when scratch memory cannot be allocated. */
@@ -56,11 +53,6 @@ int rt_linear_fwd(struct rt_linear *lin, const struct rt_mat *w, const float *x,
 /* Time spent in rt_linear_* and the FLOPs (2·n·rows·cols per matrix) since the last reset. */
 void rt_linear_stats(const struct rt_linear *lin, double *seconds, double *flops);
 void rt_linear_stats_reset(struct rt_linear *lin);
-
-/* Runs fn(arg, task, thread) for tasks 0..n_tasks-1 on the same pool (other parallel loops of
- * the model). */
-void rt_linear_parallel(struct rt_linear *lin, int64_t n_tasks,
-                        void (*fn)(void *arg, int64_t task, int thread), void *arg);
 
 /* ---- the per-ISA kernels (linear_kernels.c) ---- */
 

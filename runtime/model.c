@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT
  *
- * model.c -- the model's lifecycle and API (model.h): config, weights (model_load.c), the
- * attention setup (one libinfllm KV cache per layer, cpu backend, dense_len by the attention
- * mode), prefill in chunks, decode, the synthetic cache fill of the benchmark.
+ * model.c -- the model's lifecycle and API (model.h): config, weights (model_load.c), the compute
+ * implementation (exec_cpu.c on a libinfllm cpu context) and the attention setup (one KV cache
+ * per layer on that context, dense_len by the attention mode), prefill in chunks, decode, the
+ * synthetic cache fill of the benchmark.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "model_impl.h"
@@ -74,7 +75,7 @@ int rt_model_load(const char *dir, const struct rt_model_options *opt, struct rt
         else rt_fail(err, errlen, "cannot create the compute context (%d threads): %s", o.n_threads, ifl_status_str(st));
         goto bad;
     }
-    if (rt_linear_create(m->ctx, &m->lin, err, errlen) != 0) goto bad;
+    if (rt_exec_cpu_create(m->ctx, &m->ex, err, errlen) != 0) goto bad;
     m->scfg     = cache_config(c, o.attention);
     m->kv_dtype = o.kv_dtype == RT_KV_F32 ? IFL_DTYPE_F32
                   : o.kv_dtype == RT_KV_BF16 ? IFL_DTYPE_BF16
@@ -115,11 +116,10 @@ void rt_model_free(struct rt_model *m) {
     free(m->g_final);
     for (int f = 0; f < m->n_files; f++) st_close(&m->files[f]);
     free(m->files);
-    rt_linear_destroy(m->lin);
+    if (m->ex) rt_model_scratch_free(m);
+    rt_exec_destroy(m->ex);
     ifl_ctx_destroy(m->ctx);
-    free(m->rope_inv), free(m->rope_rext);
-    float *bufs[] = {m->x, m->a, m->q, m->k, m->v, m->att, m->o, m->g, m->u, m->cos_t, m->sin_t};
-    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
+    free(m->rope.inv), free(m->rope.rext);
     free(m);
 }
 
@@ -127,7 +127,7 @@ const struct rt_config *rt_model_config(const struct rt_model *m) { return &m->c
 int64_t rt_model_len(const struct rt_model *m) { return ifl_kv_cache_len(m->layers[0].cache, 0); }
 int64_t rt_model_capacity(const struct rt_model *m) { return m->capacity; }
 int64_t rt_model_dense_len(const struct rt_model *m) { return m->scfg.dense_len; }
-int     rt_model_threads(const struct rt_model *m) { return rt_linear_threads(m->lin); }
+int     rt_model_threads(const struct rt_model *m) { return ifl_ctx_threads(m->ctx); }
 
 void rt_model_reset(struct rt_model *m) {
     for (int64_t l = 0; l < m->cfg.num_hidden_layers; l++) ifl_kv_cache_truncate(m->ctx, m->layers[l].cache, 0, 0);
@@ -216,6 +216,6 @@ uint64_t rt_model_weight_bytes(const struct rt_model *m) {
 }
 
 void rt_model_linear_stats(const struct rt_model *m, double *seconds, double *flops) {
-    rt_linear_stats(m->lin, seconds, flops);
+    m->ex->ops->linear_stats(m->ex, seconds, flops);
 }
-void rt_model_linear_stats_reset(struct rt_model *m) { rt_linear_stats_reset(m->lin); }
+void rt_model_linear_stats_reset(struct rt_model *m) { m->ex->ops->linear_stats_reset(m->ex); }

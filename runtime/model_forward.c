@@ -8,7 +8,9 @@
  *              m = RMSNorm(x); x += r * ((silu(m·Wgᵀ) ⊙ m·Wuᵀ)·Wdᵀ)
  *   logits = (RMSNorm(x) / w)·W_headᵀ          r = scale_depth/sqrt(L), w = H/dim_model_base
  * Everything is f32 (weights converted as they are read); the cache rounds k, v (and the
- * queries it attends with) to its storage dtype.
+ * queries it attends with) to its storage dtype. This file is the one description of the model:
+ * every operation on activations goes through the compute interface m->ex (exec.h), so another
+ * implementation (a GPU one) runs the same description.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "model_impl.h"
@@ -20,90 +22,55 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* ---- RoPE tables (§2.4): the fp32 recipe of the HF code ---- */
+/* ---- RoPE frequencies (§2.4): the fp32 recipe of the HF code ---- */
 
 int rt_model_rope_init(struct rt_model *m, int64_t max_context, char *err, size_t errlen) {
     const struct rt_config *c    = &m->cfg;
     const int64_t           half = c->head_dim / 2;
-    m->rope_inv                  = malloc(sizeof(float) * (size_t)half);
-    m->rope_rext                 = malloc(sizeof(float) * (size_t)half);
-    if (!m->rope_inv || !m->rope_rext) return rt_fail(err, errlen, "out of memory");
+    struct rt_rope         *r    = &m->rope;
+    r->head_dim                  = c->head_dim;
+    r->inv                       = malloc(sizeof(float) * (size_t)half);
+    r->rext                      = malloc(sizeof(float) * (size_t)half);
+    if (!r->inv || !r->rext) return rt_fail(err, errlen, "out of memory");
     int64_t      max_pos = c->max_position_embeddings > max_context ? c->max_position_embeddings : max_context;
     const double *ext    = NULL;
-    m->rope_s            = 1.0f;
+    r->s                 = 1.0f;
     if (c->rope_type == RT_ROPE_LONGROPE) {
         int64_t orig = c->rope_original_max;
         ext          = max_pos > orig ? c->rope_long : c->rope_short; /* the HF rule, fixed at load */
         if (max_pos > orig)
-            m->rope_s = (float)sqrt(1.0 + log((double)max_pos / (double)orig) / log((double)orig));
+            r->s = (float)sqrt(1.0 + log((double)max_pos / (double)orig) / log((double)orig));
     }
     for (int64_t i = 0; i < half; i++) {
-        float e        = (float)(2 * i) / (float)c->head_dim;
-        float p        = (float)pow((float)c->rope_theta, e);
-        m->rope_inv[i] = 1.0f / p;
-        float x        = 1.0f;
+        float e    = (float)(2 * i) / (float)c->head_dim;
+        float p    = (float)pow((float)c->rope_theta, e);
+        r->inv[i]  = 1.0f / p;
+        float x    = 1.0f;
         if (ext) x = (float)ext[i];
         else if (c->rope_type == RT_ROPE_LINEAR) x = (float)c->rope_linear_factor;
-        m->rope_rext[i] = 1.0f / x;
+        r->rext[i] = 1.0f / x;
     }
     return 0;
 }
 
-/* cos/sin [n][D/2] of positions p0 .. p0+n-1 */
-static void rope_tables(struct rt_model *m, int64_t p0, int64_t n) {
-    const int64_t half = m->cfg.head_dim / 2;
-    for (int64_t t = 0; t < n; t++) {
-        float pf = (float)(p0 + t);
-        for (int64_t i = 0; i < half; i++) {
-            volatile float a = pf * m->rope_rext[i]; /* f32(p * rext), then f32(. * inv): no FMA */
-            float          ang = a * m->rope_inv[i];
-            m->cos_t[t * half + i] = (float)cos((double)ang) * m->rope_s;
-            m->sin_t[t * half + i] = (float)sin((double)ang) * m->rope_s;
-        }
-    }
+/* ---- activations ---- */
+
+enum { N_ACT = 9 };
+
+/* The activation buffers, in the order of their sizes in ensure_scratch. */
+static void act_slots(struct rt_model *m, float **slot[N_ACT]) {
+    float **all[N_ACT] = {&m->x, &m->a, &m->q, &m->k, &m->v, &m->att, &m->o, &m->g, &m->u};
+    memcpy(slot, all, sizeof all);
 }
 
-/* rotate n tokens x nh heads of u [n][nh][D] in place: pairs (i, i + D/2) */
-static void rope_apply(const struct rt_model *m, float *u, int64_t n, int64_t nh) {
-    const int64_t D = m->cfg.head_dim, half = D / 2;
-    for (int64_t t = 0; t < n; t++) {
-        const float *cs = m->cos_t + t * half, *sn = m->sin_t + t * half;
-        for (int64_t h = 0; h < nh; h++) {
-            float *x = u + (t * nh + h) * D;
-            for (int64_t i = 0; i < half; i++) {
-                float x0 = x[i], x1 = x[i + half];
-                x[i]        = x0 * cs[i] - x1 * sn[i];
-                x[i + half] = x1 * cs[i] + x0 * sn[i];
-            }
-        }
+void rt_model_scratch_free(struct rt_model *m) {
+    float **slot[N_ACT];
+    act_slots(m, slot);
+    for (int i = 0; i < N_ACT; i++) {
+        m->ex->ops->free(m->ex, *slot[i]);
+        *slot[i] = NULL;
     }
-}
-
-/* ---- small ops ---- */
-
-/* y[t] = g ⊙ x[t] / sqrt(mean(x[t]²) + eps) * post */
-static void rmsnorm(const float *x, const float *g, float *y, int64_t n, int64_t H, double eps, float post) {
-    for (int64_t t = 0; t < n; t++) {
-        const float *xt = x + t * H;
-        double       ss = 0;
-        for (int64_t j = 0; j < H; j++) ss += (double)xt[j] * xt[j];
-        float s = (float)(1.0 / sqrt(ss / (double)H + eps));
-        for (int64_t j = 0; j < H; j++) y[t * H + j] = xt[j] * s * g[j] * post;
-    }
-}
-
-static void embed_row(const struct rt_mat *e, int64_t id, float scale, float *dst) {
-    const int64_t H = e->cols;
-    for (int64_t j = 0; j < H; j++) {
-        float v;
-        if (e->type == RT_W_F32) memcpy(&v, (const float *)e->data + id * H + j, 4);
-        else {
-            uint16_t h;
-            memcpy(&h, (const uint16_t *)e->data + id * H + j, 2);
-            v = e->type == RT_W_BF16 ? ifl_bf16_to_f32(h) : ifl_f16_to_f32(h);
-        }
-        dst[j] = v * scale;
-    }
+    m->scratch_n = 0;
 }
 
 static int ensure_scratch(struct rt_model *m, int64_t n, char *err, size_t errlen) {
@@ -111,16 +78,15 @@ static int ensure_scratch(struct rt_model *m, int64_t n, char *err, size_t errle
     const struct rt_config *c = &m->cfg;
     const int64_t H = c->hidden_size, I = c->intermediate_size;
     const int64_t QD = c->num_attention_heads * c->head_dim, KD = c->num_key_value_heads * c->head_dim;
-    float **bufs[]  = {&m->x, &m->a, &m->q, &m->k, &m->v, &m->att, &m->o, &m->g, &m->u, &m->cos_t, &m->sin_t};
-    int64_t sizes[] = {H, H, QD, KD, KD, QD, H, I, I, c->head_dim / 2, c->head_dim / 2};
-    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
-        free(*bufs[i]);
-        *bufs[i] = malloc(sizeof(float) * (size_t)(n * sizes[i]));
-        if (!*bufs[i]) {
-            m->scratch_n = 0;
+    const int64_t sizes[N_ACT] = {H, H, QD, KD, KD, QD, H, I, I};
+    float       **slot[N_ACT];
+    act_slots(m, slot);
+    rt_model_scratch_free(m);
+    for (int i = 0; i < N_ACT; i++)
+        if (m->ex->ops->alloc(m->ex, (size_t)(n * sizes[i]), slot[i]) != 0) {
+            rt_model_scratch_free(m);
             return rt_fail(err, errlen, "out of memory for a chunk of %lld tokens", (long long)n);
         }
-    }
     m->scratch_n = n;
     return 0;
 }
@@ -128,17 +94,19 @@ static int ensure_scratch(struct rt_model *m, int64_t n, char *err, size_t errle
 /* ---- the chunk ---- */
 
 static int layer_forward(struct rt_model *m, struct rt_layer *L, int64_t n, char *err, size_t errlen) {
-    const struct rt_config *c = &m->cfg;
+    const struct rt_config   *c  = &m->cfg;
+    struct rt_exec           *ex = m->ex;
+    const struct rt_exec_ops *op = ex->ops;
     const int64_t H = c->hidden_size, I = c->intermediate_size, D = c->head_dim;
     const int64_t Hq = c->num_attention_heads, Hkv = c->num_key_value_heads;
     const float   r = (float)(c->scale_depth / sqrt((double)c->num_hidden_layers));
 
-    rmsnorm(m->x, L->g_in, m->a, n, H, c->rms_norm_eps, 1.0f);
+    op->rmsnorm(ex, m->x, L->g_in, m->a, n, H, c->rms_norm_eps, 1.0f);
     struct rt_mat qkv[3] = {L->wq, L->wk, L->wv};
     float        *out3[3] = {m->q, m->k, m->v};
-    if (rt_linear_multi(m->lin, qkv, 3, m->a, n, out3) != 0) return rt_fail(err, errlen, "out of memory");
-    rope_apply(m, m->q, n, Hq);
-    rope_apply(m, m->k, n, Hkv);
+    if (op->linear(ex, qkv, 3, m->a, n, out3) != 0) return rt_fail(err, errlen, "out of memory");
+    op->rope(ex, m->q, n, Hq);
+    op->rope(ex, m->k, n, Hkv);
 
     int64_t           shp_kv[3] = {n, Hkv, D}, shp_q[3] = {n, Hq, D};
     struct ifl_tensor tk = ifl_tensor_make(m->k, IFL_DTYPE_F32, 3, shp_kv);
@@ -150,27 +118,25 @@ static int layer_forward(struct rt_model *m, struct rt_layer *L, int64_t n, char
     if (ifl_kv_cache_attn(m->ctx, L->cache, 0, &tq, &to, NULL, NULL, NULL) != IFL_STATUS_OK)
         return rt_fail(err, errlen, "attention: %s", ifl_ctx_errmsg(m->ctx));
 
-    if (rt_linear_fwd(m->lin, &L->wo, m->att, n, m->o) != 0) return rt_fail(err, errlen, "out of memory");
-    for (int64_t i = 0; i < n * H; i++) m->x[i] += r * m->o[i];
+    if (op->linear(ex, &L->wo, 1, m->att, n, &m->o) != 0) return rt_fail(err, errlen, "out of memory");
+    op->residual(ex, m->x, m->o, r, n * H);
 
-    rmsnorm(m->x, L->g_post, m->a, n, H, c->rms_norm_eps, 1.0f);
+    op->rmsnorm(ex, m->x, L->g_post, m->a, n, H, c->rms_norm_eps, 1.0f);
     struct rt_mat gu[2]   = {L->wg, L->wu};
     float        *out2[2] = {m->g, m->u};
-    if (rt_linear_multi(m->lin, gu, 2, m->a, n, out2) != 0) return rt_fail(err, errlen, "out of memory");
-    for (int64_t i = 0; i < n * I; i++) {
-        float z = m->g[i];
-        m->g[i] = z / (1.0f + expf(-z)) * m->u[i];
-    }
-    if (rt_linear_fwd(m->lin, &L->wd, m->g, n, m->o) != 0) return rt_fail(err, errlen, "out of memory");
-    for (int64_t i = 0; i < n * H; i++) m->x[i] += r * m->o[i];
+    if (op->linear(ex, gu, 2, m->a, n, out2) != 0) return rt_fail(err, errlen, "out of memory");
+    op->swiglu(ex, m->g, m->u, n * I);
+    if (op->linear(ex, &L->wd, 1, m->g, n, &m->o) != 0) return rt_fail(err, errlen, "out of memory");
+    op->residual(ex, m->x, m->o, r, n * H);
     return 0;
 }
 
 int rt_model_run_chunk(struct rt_model *m, const int32_t *tokens, int64_t n, float *logits, int all,
                        char *err, size_t errlen) {
-    const struct rt_config *c   = &m->cfg;
-    const int64_t           H   = c->hidden_size;
-    const int64_t           len = ifl_kv_cache_len(m->layers[0].cache, 0);
+    const struct rt_config   *c   = &m->cfg;
+    struct rt_exec           *ex  = m->ex;
+    const int64_t             H   = c->hidden_size;
+    const int64_t             len = ifl_kv_cache_len(m->layers[0].cache, 0);
     if (n < 1) return rt_fail(err, errlen, "no tokens");
     if (len + n > m->capacity)
         return rt_fail(err, errlen, "%lld tokens after %lld cached exceed the context of %lld tokens",
@@ -180,8 +146,8 @@ int rt_model_run_chunk(struct rt_model *m, const int32_t *tokens, int64_t n, flo
             return rt_fail(err, errlen, "token %lld (at %lld) is outside the vocabulary [0, %lld)",
                         (long long)tokens[t], (long long)t, (long long)c->vocab_size);
     if (ensure_scratch(m, n, err, errlen) != 0) return -1;
-    for (int64_t t = 0; t < n; t++) embed_row(&m->embed, tokens[t], (float)c->scale_emb, m->x + t * H);
-    rope_tables(m, len, n);
+    ex->ops->embed(ex, &m->embed, tokens, n, (float)c->scale_emb, m->x);
+    if (ex->ops->rope_tables(ex, &m->rope, len, n) != 0) return rt_fail(err, errlen, "out of memory");
     for (int64_t l = 0; l < c->num_hidden_layers; l++)
         if (layer_forward(m, &m->layers[l], n, err, errlen) != 0) {
             for (int64_t j = 0; j <= l; j++) ifl_kv_cache_truncate(m->ctx, m->layers[j].cache, 0, len);
@@ -190,8 +156,8 @@ int rt_model_run_chunk(struct rt_model *m, const int32_t *tokens, int64_t n, flo
     if (!logits) return 0;
     int64_t rows = all ? n : 1;
     float  *h    = m->x + (all ? 0 : (n - 1) * H);
-    rmsnorm(h, m->g_final, m->a, rows, H, c->rms_norm_eps, (float)(c->dim_model_base / (double)H));
-    if (rt_linear_fwd(m->lin, &m->head, m->a, rows, logits) != 0) {
+    ex->ops->rmsnorm(ex, h, m->g_final, m->a, rows, H, c->rms_norm_eps, (float)(c->dim_model_base / (double)H));
+    if (ex->ops->logits(ex, &m->head, m->a, rows, logits) != 0) {
         for (int64_t j = 0; j < c->num_hidden_layers; j++) ifl_kv_cache_truncate(m->ctx, m->layers[j].cache, 0, len);
         return rt_fail(err, errlen, "out of memory");
     }

@@ -1,13 +1,14 @@
 /* SPDX-License-Identifier: MIT
  *
  * model_impl.h -- the insides of struct rt_model, shared by model.c (lifecycle, API),
- * model_load.c (checkpoint files -> weight table) and model_forward.c (the forward pass).
+ * model_load.c (checkpoint files -> weight table) and model_forward.c (the forward pass, on the
+ * compute interface of exec.h).
  */
 #ifndef INFLLM_RT_MODEL_IMPL_H
 #define INFLLM_RT_MODEL_IMPL_H
 
+#include "exec.h"
 #include "infllm.h"
-#include "linear.h"
 #include "model.h"
 #include "safetensors.h"
 
@@ -26,18 +27,15 @@ struct rt_model {
     struct rt_mat     head;  /* [V, H]: lm_head, or embed when tied */
     float            *g_final;
     struct rt_layer  *layers;
-    struct rt_linear *lin;
-    struct ifl_ctx   *ctx;
+    struct rt_exec   *ex;  /* the compute implementation the forward pass runs on */
+    struct ifl_ctx   *ctx; /* its libinfllm context: the KV caches */
     int64_t           capacity;
     struct ifl_sparse_config scfg; /* what the caches use (dense_len by the attention mode) */
     enum ifl_dtype    kv_dtype;
-    /* RoPE (minicpm4.md §2.4): angle_i(p) = f32(f32(p * rext[i]) * inv[i]); cos, sin times s */
-    float            *rope_inv, *rope_rext; /* [D/2] */
-    float             rope_s;
-    /* scratch for chunks of up to scratch_n tokens */
+    struct rt_rope    rope;
+    /* activations (the exec's memory) for chunks of up to scratch_n tokens */
     int64_t           scratch_n;
     float            *x, *a, *q, *k, *v, *att, *o, *g, *u; /* [n][H], ..., [n][I] */
-    float            *cos_t, *sin_t;                       /* [n][D/2] */
 };
 
 /* model_load.c: maps the checkpoint files of dir and fills embed, head, g_final, layers[].
@@ -49,7 +47,10 @@ int rt_model_load_weights(struct rt_model *m, const char *dir, char *err, size_t
 int rt_model_run_chunk(struct rt_model *m, const int32_t *tokens, int64_t n, float *logits, int all,
                        char *err, size_t errlen);
 
-/* model_forward.c: the RoPE tables of the config for a context of max_context tokens. */
+/* model_forward.c: the RoPE frequencies of the config for a context of max_context tokens. */
 int rt_model_rope_init(struct rt_model *m, int64_t max_context, char *err, size_t errlen);
+
+/* model_forward.c: frees the activations (before the exec goes). */
+void rt_model_scratch_free(struct rt_model *m);
 
 #endif /* INFLLM_RT_MODEL_IMPL_H */
