@@ -13,7 +13,9 @@ check() { # check LIB PATTERN WHAT
     n=$(printf '%s\n' "$syms" | grep -c . )
     bad=$(printf '%s\n' "$syms" | grep -v -E "$2" | grep .)
     if [ -n "$bad" ]; then
-        echo "FAIL: $lib exports symbols outside $3:"; printf '%s\n' "$bad" | sed 's/^/  /'; fail=1
+        echo "FAIL: $lib exports symbols outside $3 (objects compiled before -fvisibility=hidden"
+        echo "      was in CFLAGS? make does not track flags: run make clean):"
+        printf '%s\n' "$bad" | sed 's/^/  /'; fail=1
     elif [ "$n" -lt 10 ]; then
         echo "FAIL: $lib exports only $n symbols (nm -D found too few: is it built?)"; fail=1
     else
