@@ -206,108 +206,74 @@ __global__ void __launch_bounds__(WG_THREADS, 1)
     for (int x = 0; x < D / 2; x++) O[x] = 0.f;
 #pragma unroll
     for (int x = 0; x < 32; x++) S[x] = 0.f;
-    float    m_a = -INFINITY, m_b = -INFINITY, l_a = 0.f, l_b = 0.f; /* running max (raw scores), sum */
-    uint32_t pf[4][4]; /* P of the pending unit as A fragments, 16 keys per k-step */
-    int      pend = -1; /* stage of the unit whose P V is not issued yet (-1: none) */
-
-    /* Software pipeline: the P V of unit j is issued together with the S of unit j+1, and the
-     * softmax of j+1 runs while the tensor cores multiply P V; a stage is released once its P V
-     * is complete. A warpgroup holds at most the pending stage, so the producer never waits on a
-     * stage a consumer cannot release. */
-    auto issue_pv = [&](int pst) {
-        const T *vt = sV + pst * NCH * WG_BOX;
-#pragma unroll
-        for (int kk = 0; kk < 4; kk++) wg_mma<T, 1>(O, pf[kk], wg_desc(smem_u32(vt) + kk * 16 * 128, WG_BOX * sizeof(T), 1024), 1);
-        wg_commit();
-    };
-    auto flush = [&]() { /* completes the pending P V and releases its stage */
-        if (pend < 0) return;
-        wg_fence();
-        issue_pv(pend);
-        wg_wait<0>();
-        wg_fence_acc(O);
-        mbar_arrive(&sl->empty[pend]);
-        pend = -1;
-    };
+    float m_a = -INFINITY, m_b = -INFINITY, l_a = 0.f, l_b = 0.f;
 
     for (int u = 0;; u++) {
         const int st = u % NS;
         mbar_wait(&sl->full[st], (u / NS) & 1);
         const int64_t key0 = sl->key0[st];
         if (key0 == WG_DONE) break;
-        if (!sl->act[st][wgi]) { /* none of this warpgroup's tokens is in the unit */
-            flush();
-            mbar_arrive(&sl->empty[st]);
-            continue;
-        }
-        const int64_t bend  = sl->bend[st];
-        const int64_t lim_a = sl->flag[st][ta] ? (pa + 1 < bend ? pa + 1 : bend) : key0; /* keys < lim are seen */
-        const int64_t lim_b = sl->flag[st][tb] ? (pb + 1 < bend ? pb + 1 : bend) : key0;
-        const T      *kt    = sK + st * NCH * WG_BOX;
-        wg_fence();
+        if (sl->act[st][wgi]) {
+            const int64_t bend  = sl->bend[st];
+            const int64_t lim_a = sl->flag[st][ta] ? (pa + 1 < bend ? pa + 1 : bend) : key0; /* keys < lim are seen */
+            const int64_t lim_b = sl->flag[st][tb] ? (pb + 1 < bend ? pb + 1 : bend) : key0;
+            const T      *kt = sK + st * NCH * WG_BOX, *vt = sV + st * NCH * WG_BOX;
+            wg_fence();
 #pragma unroll
-        for (int kk = 0; kk < D / 16; kk++)
-            wg_mma<T, 0>(S, qf[kk], wg_desc(smem_u32(kt + (kk / 4) * WG_BOX) + (kk % 4) * 32, 16, 1024), kk > 0);
-        wg_commit();
-        if (pend >= 0) {
-            issue_pv(pend);
-            wg_wait<1>();
-        } else {
+            for (int kk = 0; kk < D / 16; kk++)
+                wg_mma<T, 0>(S, qf[kk], wg_desc(smem_u32(kt + (kk / 4) * WG_BOX) + (kk % 4) * 32, 16, 1024), kk > 0);
+            wg_commit();
             wg_wait<0>();
-        }
-        wg_fence_acc(S);
+            wg_fence_acc(S);
 
-        /* mask (only where a row stops inside the unit), row max, exponentials: all on S while
-         * the pending P V runs */
-        if (lim_a < key0 + WG_KT || lim_b < key0 + WG_KT) {
+            float mxa = -INFINITY, mxb = -INFINITY;
 #pragma unroll
             for (int j = 0; j < 8; j++)
 #pragma unroll
-                for (int e = 0; e < 4; e++)
-                    if (key0 + j * 8 + 2 * (lane % 4) + (e & 1) >= (e < 2 ? lim_a : lim_b)) S[4 * j + e] = -INFINITY;
-        }
-        float mxa = -INFINITY, mxb = -INFINITY;
+                for (int e = 0; e < 4; e++) {
+                    const int64_t kp = key0 + j * 8 + 2 * (lane % 4) + (e & 1);
+                    const float   z  = kp < (e < 2 ? lim_a : lim_b) ? S[4 * j + e] * p.sl2 : -INFINITY;
+                    S[4 * j + e]     = z;
+                    if (e < 2) mxa = fmaxf(mxa, z);
+                    else mxb = fmaxf(mxb, z);
+                }
+            mxa = fmaxf(mxa, __shfl_xor_sync(0xffffffffu, mxa, 1));
+            mxa = fmaxf(mxa, __shfl_xor_sync(0xffffffffu, mxa, 2));
+            mxb = fmaxf(mxb, __shfl_xor_sync(0xffffffffu, mxb, 1));
+            mxb = fmaxf(mxb, __shfl_xor_sync(0xffffffffu, mxb, 2));
+            const float na = fmaxf(m_a, mxa), nb = fmaxf(m_b, mxb);
+            const float ba = na == -INFINITY ? 0.f : na, bb = nb == -INFINITY ? 0.f : nb;
+            const float ca = fast_exp2(m_a - ba), cbb = fast_exp2(m_b - bb);
+            m_a = na, m_b = nb;
+            float sa = 0.f, sb = 0.f;
 #pragma unroll
-        for (int j = 0; j < 8; j++) {
-            mxa = fmaxf(mxa, fmaxf(S[4 * j + 0], S[4 * j + 1]));
-            mxb = fmaxf(mxb, fmaxf(S[4 * j + 2], S[4 * j + 3]));
-        }
-        mxa = fmaxf(mxa, __shfl_xor_sync(0xffffffffu, mxa, 1));
-        mxa = fmaxf(mxa, __shfl_xor_sync(0xffffffffu, mxa, 2));
-        mxb = fmaxf(mxb, __shfl_xor_sync(0xffffffffu, mxb, 1));
-        mxb = fmaxf(mxb, __shfl_xor_sync(0xffffffffu, mxb, 2));
-        const float na = fmaxf(m_a, mxa), nb = fmaxf(m_b, mxb);
-        const float ba = na == -INFINITY ? 0.f : -na * p.sl2, bb = nb == -INFINITY ? 0.f : -nb * p.sl2;
-        const float ca = fast_exp2(fmaf(m_a, p.sl2, ba)), cbb = fast_exp2(fmaf(m_b, p.sl2, bb));
-        m_a = na, m_b = nb;
-        float sa = 0.f, sb = 0.f;
+            for (int j = 0; j < 8; j++) {
+                S[4 * j + 0] = fast_exp2(S[4 * j + 0] - ba), S[4 * j + 1] = fast_exp2(S[4 * j + 1] - ba);
+                S[4 * j + 2] = fast_exp2(S[4 * j + 2] - bb), S[4 * j + 3] = fast_exp2(S[4 * j + 3] - bb);
+                sa += S[4 * j + 0] + S[4 * j + 1];
+                sb += S[4 * j + 2] + S[4 * j + 3];
+            }
+            l_a = l_a * ca + sa;
+            l_b = l_b * cbb + sb;
 #pragma unroll
-        for (int j = 0; j < 8; j++) {
-            S[4 * j + 0] = fast_exp2(fmaf(S[4 * j + 0], p.sl2, ba)), S[4 * j + 1] = fast_exp2(fmaf(S[4 * j + 1], p.sl2, ba));
-            S[4 * j + 2] = fast_exp2(fmaf(S[4 * j + 2], p.sl2, bb)), S[4 * j + 3] = fast_exp2(fmaf(S[4 * j + 3], p.sl2, bb));
-            sa += S[4 * j + 0] + S[4 * j + 1];
-            sb += S[4 * j + 2] + S[4 * j + 3];
-        }
-        l_a = l_a * ca + sa;
-        l_b = l_b * cbb + sb;
-        if (pend >= 0) { /* the previous P V is done: its stage goes back, O may be rescaled */
+            for (int x = 0; x < D / 8; x++) O[4 * x] *= ca, O[4 * x + 1] *= ca, O[4 * x + 2] *= cbb, O[4 * x + 3] *= cbb;
+            uint32_t pf[4][4]; /* P as A fragments, 16 keys per step */
+#pragma unroll
+            for (int kk = 0; kk < 4; kk++) {
+                pf[kk][0] = pack2<T>(S[8 * kk + 0], S[8 * kk + 1]);
+                pf[kk][1] = pack2<T>(S[8 * kk + 2], S[8 * kk + 3]);
+                pf[kk][2] = pack2<T>(S[8 * kk + 4], S[8 * kk + 5]);
+                pf[kk][3] = pack2<T>(S[8 * kk + 6], S[8 * kk + 7]);
+            }
+            wg_fence();
+#pragma unroll
+            for (int kk = 0; kk < 4; kk++) wg_mma<T, 1>(O, pf[kk], wg_desc(smem_u32(vt) + kk * 16 * 128, WG_BOX * sizeof(T), 1024), 1);
+            wg_commit();
             wg_wait<0>();
             wg_fence_acc(O);
-            mbar_arrive(&sl->empty[pend]);
         }
-#pragma unroll
-        for (int x = 0; x < D / 8; x++) O[4 * x] *= ca, O[4 * x + 1] *= ca, O[4 * x + 2] *= cbb, O[4 * x + 3] *= cbb;
-#pragma unroll
-        for (int kk = 0; kk < 4; kk++) {
-            pf[kk][0] = pack2<T>(S[8 * kk + 0], S[8 * kk + 1]);
-            pf[kk][1] = pack2<T>(S[8 * kk + 2], S[8 * kk + 3]);
-            pf[kk][2] = pack2<T>(S[8 * kk + 4], S[8 * kk + 5]);
-            pf[kk][3] = pack2<T>(S[8 * kk + 6], S[8 * kk + 7]);
-        }
-        pend = st;
+        mbar_arrive(&sl->empty[st]);
     }
-    flush();
-    m_a *= p.sl2, m_b *= p.sl2; /* the running max in log2 units, as the LSE below expects */
 
     /* ---- normalise and store ---- */
     l_a += __shfl_xor_sync(0xffffffffu, l_a, 1);

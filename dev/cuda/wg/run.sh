@@ -40,3 +40,11 @@ for l in open(sys.argv[1]):
 PY
     done
 done
+if [ -n "${NCU:-}" ]; then
+    echo "== ncu (first attn_wg launches of a 32K prefill: dense, then stage 2)"
+    timeout 150 ncu --clock-control none -k regex:attn_wg -c 2 --section SpeedOfLight --section Occupancy \
+        --section ComputeWorkloadAnalysis build/cuda/infllm bench --backend cuda --ops prefill --keys 32768 \
+        --queries 32768 --runs 1 --inputs "${NCU_INPUTS:-random}" >"$out/ncu.log" 2>&1
+    echo "ncu exit $?"
+    grep -E "attn_wg|Duration|Compute \(SM\) Throughput|Memory Throughput|Achieved Occupancy|Registers Per|Executed Ipc|SM Busy|Issue Slots" "$out/ncu.log" | head -30
+fi
