@@ -170,6 +170,12 @@ struct ifl_ctx_params {
     int              check_finite; /* 1 (default): ops refuse inputs holding NaN or Inf with
                                       IFL_STATUS_INVALID_ARG and the position of the first one;
                                       0 skips the scan (it reads every input once) */
+    void            *cuda_stream;  /* cuda backend only: a cudaStream_t of the current device
+                                      that the context runs every op on, instead of a stream of
+                                      its own (NULL, the default). The caller keeps ownership:
+                                      it must outlive the context, which never destroys it (so
+                                      a framework's stream, e.g. PyTorch's current one, orders
+                                      our kernels with its own). Ignored by host backends. */
 };
 
 IFL_API struct ifl_ctx_params ifl_ctx_params_default(void);

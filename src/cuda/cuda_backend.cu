@@ -169,7 +169,8 @@ static void cuda_release(struct ifl_ctx *ctx) {
     if (cs->dflags) cudaFree(cs->dflags);
     if (cs->pinned) cudaFreeHost(cs->pinned);
     if (cs->pool) cudaMemPoolDestroy(cs->pool);
-    if (cs->stream) cudaStreamDestroy(cs->stream);
+    /* a stream the caller lent (ifl_ctx_params.cuda_stream) stays alive: it is theirs */
+    if (cs->stream && cs->stream != (cudaStream_t)ctx->params.cuda_stream) cudaStreamDestroy(cs->stream);
     (void)cudaGetLastError();
     free(cs);
     ctx->impl = NULL;
@@ -194,8 +195,11 @@ static enum ifl_status cuda_init(struct ifl_ctx *ctx) {
     int            pools = 0, optin = 0;
     if (cudaGetDevice(&cs->device) != cudaSuccess || cudaGetDeviceProperties(&prop, cs->device) != cudaSuccess ||
         cudaDeviceGetAttribute(&pools, cudaDevAttrMemoryPoolsSupported, cs->device) != cudaSuccess ||
-        cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, cs->device) != cudaSuccess ||
-        cudaStreamCreateWithFlags(&cs->stream, cudaStreamNonBlocking) != cudaSuccess)
+        cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, cs->device) != cudaSuccess)
+        goto fail;
+    if (ctx->params.cuda_stream != NULL)
+        cs->stream = (cudaStream_t)ctx->params.cuda_stream; /* the caller's, never destroyed here */
+    else if (cudaStreamCreateWithFlags(&cs->stream, cudaStreamNonBlocking) != cudaSuccess)
         goto fail;
     cs->n_sm       = prop.multiProcessorCount;
     cs->smem_optin = (size_t)optin;
