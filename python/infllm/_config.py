@@ -25,15 +25,11 @@ class SparseConfig:
 
     def to_c(self):
         """The struct ifl_sparse_config of this config."""
-        if self.lse_mode not in _lib.LSE_MODES:
-            raise ValueError("SparseConfig.lse_mode=%r, expected 'approx' or 'exact'" % (self.lse_mode,))
         c = _lib.CSparseConfig()
-        for name in ("block_size", "kernel_size", "kernel_stride", "coarse_kernel_size",
-                     "coarse_kernel_stride", "init_blocks", "topk"):
-            setattr(c, name, _int_field(self, name, -2**31, 2**31 - 1))
-        c.window_size = _int_field(self, "window", -2**31, 2**31 - 1)
-        c.dense_len = _int_field(self, "dense_len", -2**63, 2**63 - 1)
-        c.lse_mode = _lib.LSE_MODES[self.lse_mode]
+        ints = self.as_list()
+        for name, value in zip(_INT_FIELDS, ints):
+            setattr(c, "window_size" if name == "window" else name, value)
+        c.lse_mode = ints[-1]
         c.scale = 0.0 if self.scale is None else float(self.scale)
         return c
 
@@ -48,22 +44,26 @@ class SparseConfig:
         return int(_lib.lib.ifl_select_width(self.to_c(), int(n_keys)))
 
     def as_list(self):
-        """The integer fields in to_c() order plus lse_mode as an int: the form torch ops take."""
-        c = self.to_c()
-        return [c.block_size, c.kernel_size, c.kernel_stride, c.coarse_kernel_size,
-                c.coarse_kernel_stride, c.init_blocks, c.window_size, c.topk, c.dense_len, c.lse_mode]
+        """The integer fields in struct order plus lse_mode as an int: the form torch ops take.
+        Plain Python (no ctypes), so torch.compile traces it; the library checks the values."""
+        if self.lse_mode not in _lib.LSE_MODES:
+            raise ValueError("SparseConfig.lse_mode=%r, expected 'approx' or 'exact'" % (self.lse_mode,))
+        return [_int_field(self, name) for name in _INT_FIELDS] + [_lib.LSE_MODES[self.lse_mode]]
 
     @classmethod
     def from_list(cls, ints, scale):
         """Inverse of as_list() (scale 0 or None means 1/sqrt(D))."""
-        names = ("block_size", "kernel_size", "kernel_stride", "coarse_kernel_size",
-                 "coarse_kernel_stride", "init_blocks", "window", "topk", "dense_len")
-        kw = dict(zip(names, (int(x) for x in ints[:9])))
+        kw = dict(zip(_INT_FIELDS, (int(x) for x in ints[:9])))
         lse = {v: k for k, v in _lib.LSE_MODES.items()}[int(ints[9])]
         return cls(lse_mode=lse, scale=(float(scale) or None) if scale is not None else None, **kw)
 
 
-def _int_field(cfg, name, lo, hi):
+_INT_FIELDS = ("block_size", "kernel_size", "kernel_stride", "coarse_kernel_size", "coarse_kernel_stride",
+               "init_blocks", "window", "topk", "dense_len")
+
+
+def _int_field(cfg, name):
+    lo, hi = (-2**63, 2**63 - 1) if name == "dense_len" else (-2**31, 2**31 - 1)
     v = getattr(cfg, name)
     if isinstance(v, bool) or not isinstance(v, int) and not hasattr(v, "__index__"):
         raise TypeError("SparseConfig.%s=%r, expected an int" % (name, v))

@@ -20,11 +20,11 @@ class KVCache:
 
     def __init__(self, capacity, n_heads_kv, head_dim, *, n_seqs=1, dtype="bf16", config=None,
                  backend="cpu", adapter=None):
+        self._handle = None  # first: close() (from __del__) must work whatever fails below
         if dtype not in ("bf16", "f16", "f32", "f64"):
             raise ValueError("KVCache dtype=%r, expected 'bf16', 'f16', 'f32' or 'f64'" % (dtype,))
         self._ad = adapter
         self._backend = backend
-        self._handle = None
         self.config = resolve(config)
         p = _lib.KVCacheParams()
         p.capacity, p.n_seqs, p.n_heads_kv, p.head_dim = capacity, n_seqs, n_heads_kv, head_dim

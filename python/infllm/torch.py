@@ -89,7 +89,8 @@ _OPS = Ops(TorchAdapter())
 
 def _device(x):
     """Makes x's GPU current for the call (the cuda backend works on the current device)."""
-    return torch.cuda.device(x.device) if x.device.type == "cuda" else contextlib.nullcontext()
+    on_gpu = isinstance(x, torch.Tensor) and x.device.type == "cuda"
+    return torch.cuda.device(x.device) if on_gpu else contextlib.nullcontext()
 
 
 def _no_width(t):
