@@ -9,6 +9,8 @@
 #   make test-cuda     build with CUDA=1 and run tests/test_cuda.c (prints SKIPPED without a GPU)
 #   make test-cuda-memcheck  the same on small shapes under compute-sanitizer (GPU machine)
 #   make fuzz          the parser fuzzers (clang libFuzzer), each for a bounded time
+#   make python        the library the Python package loads from the tree (then PYTHONPATH=python)
+#   make test-python   its pytest suite (python/tests; part of `make test`)
 #   make clean
 
 CC      ?= cc
@@ -118,7 +120,7 @@ test: all $(TESTS:%=$(BUILD)/tests/%)
 	@echo "== spec oracle (independent python float64 implementation)"; \
 	  python3 tests/oracle/selftest.py && python3 tests/oracle/check_cli.py --infllm $(BUILD)/infllm && \
 	  python3 tests/oracle/check_cli.py --infllm $(BUILD)/infllm --backend cpu --seed 2 --cases 80 --no-reject --tol 1e-4
-	@$(MAKE) --no-print-directory test-text-extra test-model-extra
+	@$(MAKE) --no-print-directory test-text-extra test-model-extra test-python
 	@echo "all tests passed ($(BUILD))"
 
 # Script tests of the runtime (after the C tests above): the tokenizer against its npm oracle,
@@ -131,6 +133,20 @@ test-text-extra: all $(BUILD)/tests/tokenize_cli
 test-model-extra: all
 	@echo "== model runtime against its float64 oracle (tests/model_oracle)"; \
 	  python3 tests/model_oracle/selfcheck.py && python3 tests/model_oracle/check_model.py --infllm $(BUILD)/infllm
+
+# The Python package (python/infllm: ctypes over libinfllm.so, numpy and torch front ends). `make
+# python` builds the library it loads from the tree; test-python runs its pytest suite with
+# PYTHON_TEST, an interpreter that has numpy, pytest and torch (Debian's python3-numpy,
+# python3-pytest and python3-torch, which python/tests/ensure_deps.sh installs when missing).
+# The tests compare against the tool, so it is built too. With CUDA=1 the cuda cases run where
+# torch sees a GPU (they skip, saying why, elsewhere).
+PYTHON_TEST ?= /usr/bin/python3
+.PHONY: python test-python
+python: $(BUILD)/libinfllm.so
+test-python: $(BUILD)/libinfllm.so $(BUILD)/infllm
+	@echo "== python package (pytest python/tests, $(PYTHON_TEST))"
+	@sh python/tests/ensure_deps.sh $(PYTHON_TEST)
+	INFLLM_LIB=$(abspath $(BUILD)/libinfllm.so) PYTHONPATH=python $(PYTHON_TEST) -m pytest -q -p no:cacheprovider python/tests
 
 # libFuzzer targets (fuzz/*.c) for the parsers of untrusted files: JSON, tokenizer.json (+ encode
 # and decode), safetensors headers. Each is built with clang -fsanitize=fuzzer,address,undefined
