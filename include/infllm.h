@@ -175,7 +175,9 @@ struct ifl_ctx_params {
                                       its own (NULL, the default). The caller keeps ownership:
                                       it must outlive the context, which never destroys it (so
                                       a framework's stream, e.g. PyTorch's current one, orders
-                                      our kernels with its own). Ignored by host backends. */
+                                      our kernels with its own; for the legacy default stream
+                                      pass cudaStreamLegacy, since NULL means "your own").
+                                      Ignored by host backends. */
 };
 
 IFL_API struct ifl_ctx_params ifl_ctx_params_default(void);

@@ -29,6 +29,8 @@ _CODES = {torch.float64: _lib.F64, torch.float32: _lib.F32, torch.float16: _lib.
           torch.bfloat16: _lib.BF16, torch.int32: _lib.I32}
 _TORCH = {v: k for k, v in _CODES.items()}
 
+_CUDA_STREAM_LEGACY = 1  # cudaStreamLegacy in cuda_runtime_api.h
+
 #: True when the ops are torch.library custom ops (torch >= 2.4): torch.compile-able.
 CUSTOM_OPS = hasattr(torch, "library") and hasattr(torch.library, "custom_op") and \
     hasattr(torch.library, "register_fake")
@@ -49,7 +51,9 @@ class TorchAdapter:
             if backend not in (None, "", "cuda"):
                 raise ValueError("%s is on %s: backend=%r runs on host memory; use cpu tensors or "
                                  "backend='cuda'" % (name, x.device, backend))
-            stream = torch.cuda.current_stream(x.device).cuda_stream
+            # torch's default stream is the legacy NULL stream (handle 0); the library's NULL means
+            # "make your own", so it gets cudaStreamLegacy ((cudaStream_t)1) instead
+            stream = torch.cuda.current_stream(x.device).cuda_stream or _CUDA_STREAM_LEGACY
             with torch.cuda.device(x.device):
                 return Site(_lib.context("cuda", stream), x.device, code)
         if x.device.type != "cpu":
