@@ -8,6 +8,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "model_impl.h"
 #include "errmsg.h"
+#include "rng.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -182,15 +183,13 @@ int rt_model_fill_synthetic(struct rt_model *m, int64_t n, uint64_t seed, char *
                     (long long)rt_model_len(m), (long long)m->capacity);
     float *buf = malloc(sizeof(float) * (size_t)(2 * step * Hkv * D));
     if (!buf) return rt_fail(err, errlen, "out of memory");
-    uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
+    struct rt_rng r;
+    rt_rng_init(&r, seed * 0x9E3779B97F4A7C15ull + 1);
     for (int64_t l = 0; l < c->num_hidden_layers; l++)
         for (int64_t done = 0; done < n; done += step) {
             int64_t k = n - done < step ? n - done : step;
-            for (int64_t i = 0; i < 2 * k * Hkv * D; i++) { /* uniform, std 1 */
-                s ^= s >> 12, s ^= s << 25, s ^= s >> 27;
-                double u = (double)((s * 0x2545F4914F6CDD1Dull) >> 11) * (1.0 / 9007199254740992.0);
-                buf[i]   = (float)(1.7320508075688772 * (2 * u - 1));
-            }
+            for (int64_t i = 0; i < 2 * k * Hkv * D; i++) /* uniform, std 1 */
+                buf[i] = (float)(1.7320508075688772 * (2 * rt_rng_uniform(&r) - 1));
             int64_t           shp[3] = {k, Hkv, D};
             struct ifl_tensor tk     = ifl_tensor_make(buf, IFL_DTYPE_F32, 3, shp);
             struct ifl_tensor tv     = ifl_tensor_make(buf + k * Hkv * D, IFL_DTYPE_F32, 3, shp);

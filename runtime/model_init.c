@@ -10,6 +10,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "model_init.h"
 
+#include "rng.h"
 #include "safetensors.h"
 
 #include <errno.h>
@@ -228,12 +229,8 @@ static int64_t tensor_specs(const struct rt_config *c, struct spec *s) {
     return n;
 }
 
-static uint64_t splitmix(uint64_t x) {
-    x += 0x9E3779B97F4A7C15ull;
-    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-    return x ^ (x >> 31);
-}
+/* the SplitMix64 output after x: a counter-based hash, so any element is drawn independently */
+static uint64_t splitmix(uint64_t x) { return rt_splitmix64(&x); }
 
 /* element i of tensor ti: uniform with mean `mean` and standard deviation `std` */
 static float value(uint64_t seed, int64_t ti, int64_t i, double mean, double std) {

@@ -5,6 +5,7 @@
  * then by id, so ties resolve the same way everywhere.
  */
 #include "sample.h"
+#include "rng.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -18,7 +19,7 @@ struct cand {
 struct rt_sampler {
     struct rt_sampler_params p;
     int64_t                  n_vocab;
-    uint64_t                 state[2]; /* xorshift128+ */
+    struct rt_rng2           rng;
     struct cand             *cand;
     double                  *prob;
 };
@@ -26,21 +27,6 @@ struct rt_sampler {
 struct rt_sampler_params rt_sampler_params_default(void) {
     struct rt_sampler_params p = {0.0, 1.0, 0, 1};
     return p;
-}
-
-static uint64_t splitmix64(uint64_t *x) {
-    uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
-    z          = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z          = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-static double uniform01(struct rt_sampler *s) {
-    uint64_t a = s->state[0], b = s->state[1];
-    s->state[0] = b;
-    a ^= a << 23;
-    s->state[1] = a ^ b ^ (a >> 17) ^ (b >> 26);
-    return (double)((s->state[1] + b) >> 11) * (1.0 / 9007199254740992.0);
 }
 
 int rt_sampler_new(const struct rt_sampler_params *p, int64_t n_vocab, struct rt_sampler **out, char *err,
@@ -68,10 +54,7 @@ int rt_sampler_new(const struct rt_sampler_params *p, int64_t n_vocab, struct rt
     }
     s->p       = *p;
     s->n_vocab = n_vocab;
-    uint64_t x = p->seed;
-    s->state[0] = splitmix64(&x);
-    s->state[1] = splitmix64(&x);
-    if ((s->state[0] | s->state[1]) == 0) s->state[1] = 1;
+    rt_rng2_init(&s->rng, p->seed);
     *out = s;
     return 0;
 }
@@ -123,7 +106,7 @@ int32_t rt_sample(struct rt_sampler *s, const float *logits) {
         sum = 0;
         for (int64_t i = 0; i < n; i++) sum += s->prob[i];
     }
-    double r = uniform01(s) * sum, acc = 0;
+    double r = rt_rng2_uniform(&s->rng) * sum, acc = 0;
     for (int64_t i = 0; i < n; i++) {
         acc += s->prob[i];
         if (r < acc) return s->cand[i].id;

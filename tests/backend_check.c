@@ -8,6 +8,8 @@
 #define _POSIX_C_SOURCE 200809L
 #include "backend_check.h"
 
+#include "../runtime/rng.h"
+
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -63,23 +65,14 @@ double now_s(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* Our own seeded stream (xorshift64*), seeded by a string and --seed. */
-static uint64_t rng_state = 1;
-void            rng_seed(const char *s) {
+/* Our own input stream (rng.h's xorshift64*), seeded by a string and --seed. */
+static struct rt_rng rng = {1};
+void                 rng_seed(const char *s) {
     uint64_t h = 1469598103934665603ull;
     for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
-    rng_state = (h ^ (bc.seed * 0x9E3779B97F4A7C15ull)) | 1;
+    rt_rng_init(&rng, (h ^ (bc.seed * 0x9E3779B97F4A7C15ull)) | 1);
 }
-static double rng_uniform(void) {
-    rng_state ^= rng_state >> 12;
-    rng_state ^= rng_state << 25;
-    rng_state ^= rng_state >> 27;
-    return (double)((rng_state * 0x2545F4914F6CDD1Dull) >> 11) * (1.0 / 9007199254740992.0);
-}
-double rng_normal(void) {
-    double u = rng_uniform(), v = rng_uniform();
-    return sqrt(-2.0 * log(u + 1e-300)) * cos(6.283185307179586 * v);
-}
+double rng_normal(void) { return rt_rng_normal(&rng, NULL); }
 
 uint64_t fnv(const void *p, size_t n) {
     const unsigned char *b = p;

@@ -4,13 +4,16 @@
  */
 #include "harness.h"
 
+#include "../runtime/rng.h"
+
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-static uint64_t    base_seed = 1, state = 1;
+static uint64_t    base_seed = 1;
+static struct rt_rng rng = {1};
 static const char *filter;
 static char        current[256];
 static int         n_cases, n_failed_cases, current_failed, n_failures;
@@ -44,7 +47,7 @@ int th_case(const char *fmt, ...) {
     n_cases++;
     uint64_t h = 1469598103934665603ull; /* FNV-1a of the name, mixed with the seed */
     for (const char *p = name; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ull;
-    state = (h ^ (base_seed * 0x9E3779B97F4A7C15ull)) | 1;
+    rt_rng_init(&rng, (h ^ (base_seed * 0x9E3779B97F4A7C15ull)) | 1);
     printf("case %s seed=%llu\n", name, (unsigned long long)base_seed);
     fflush(stdout);
     return 1;
@@ -71,17 +74,9 @@ int th_report(void) {
     return n_failures ? 1 : 0;
 }
 
-double th_uniform(void) {
-    state ^= state >> 12;
-    state ^= state << 25;
-    state ^= state >> 27;
-    return (double)((state * 0x2545F4914F6CDD1Dull) >> 11) * (1.0 / 9007199254740992.0);
-}
+double th_uniform(void) { return rt_rng_uniform(&rng); }
 
-double th_normal(void) {
-    double u = th_uniform(), v = th_uniform();
-    return sqrt(-2.0 * log(u + 1e-300)) * cos(6.283185307179586 * v);
-}
+double th_normal(void) { return rt_rng_normal(&rng, NULL); }
 
 int64_t th_int(int64_t lo, int64_t hi) { return lo + (int64_t)(th_uniform() * (double)(hi - lo + 1)); }
 

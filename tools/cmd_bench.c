@@ -17,6 +17,8 @@
 #define _POSIX_C_SOURCE 200809L
 #include "cli.h"
 
+#include "../runtime/rng.h"
+
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -153,25 +155,17 @@ static const int op_order[N_OPS] = {OP_DECODE, OP_CACHE, OP_PREFILL, OP_BACKWARD
 enum { IN_RANDOM, IN_CORRELATED, N_INPUTS };
 static const char *const input_names[N_INPUTS] = {"random", "correlated"};
 
-/* ---- synthetic inputs: xorshift64* and Box-Muller ---- */
+/* ---- synthetic inputs: rng.h's normals, both of each Box-Muller pair ---- */
 
 struct rng {
-    uint64_t s;
-    int      have;
-    double   spare;
+    struct rt_rng r;
+    int           have;
+    double        spare;
 };
 
 static void rng_seed(struct rng *r, uint64_t seed) {
-    r->s    = 0x9E3779B97F4A7C15ull ^ (seed + 1) * 0xBF58476D1CE4E5B9ull;
+    rt_rng_init(&r->r, 0x9E3779B97F4A7C15ull ^ (seed + 1) * 0xBF58476D1CE4E5B9ull);
     r->have = 0;
-    if (r->s == 0) r->s = 1;
-}
-
-static double rng_uniform(struct rng *r) {
-    r->s ^= r->s >> 12;
-    r->s ^= r->s << 25;
-    r->s ^= r->s >> 27;
-    return (double)((r->s * 0x2545F4914F6CDD1Dull) >> 11) * (1.0 / 9007199254740992.0);
 }
 
 static double rng_gauss(struct rng *r) {
@@ -179,11 +173,8 @@ static double rng_gauss(struct rng *r) {
         r->have = 0;
         return r->spare;
     }
-    double u = rng_uniform(r), v = rng_uniform(r);
-    double m = sqrt(-2.0 * log(u + 1e-300));
-    r->spare = m * sin(6.283185307179586 * v);
-    r->have  = 1;
-    return m * cos(6.283185307179586 * v);
+    r->have = 1;
+    return rt_rng_normal(&r->r, &r->spare);
 }
 
 static void store(void *buf, enum ifl_dtype dt, size_t i, float x) {

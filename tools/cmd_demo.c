@@ -9,6 +9,8 @@
  */
 #include "cli.h"
 
+#include "../runtime/rng.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,18 +34,9 @@ static const char demo_usage[] =
     "  --threads N       worker threads of the cpu backend (0 = all cores)\n"
     "\n";
 
-/* xorshift64* and Box-Muller: a small, seedable Gaussian source. */
-static uint64_t rng_state;
-static double   uniform01(void) {
-    rng_state ^= rng_state >> 12;
-    rng_state ^= rng_state << 25;
-    rng_state ^= rng_state >> 27;
-    return ((rng_state * 0x2545F4914F6CDD1Dull) >> 11) * (1.0 / 9007199254740992.0);
-}
-static double gaussian(void) {
-    double u = uniform01(), v = uniform01();
-    return sqrt(-2.0 * log(u + 1e-300)) * cos(6.283185307179586 * v);
-}
+/* The synthetic context's Gaussian source (rng.h). */
+static struct rt_rng rng;
+static double        gaussian(void) { return rt_rng_normal(&rng, NULL); }
 
 static int contains(const int32_t *row, int64_t n, int32_t b) {
     for (int64_t i = 0; i < n && row[i] >= 0; i++)
@@ -112,8 +105,7 @@ int cmd_demo(int argc, char **argv) {
     }
 
     /* ---- the synthetic context ---- */
-    rng_state = 0x9E3779B97F4A7C15ull ^ (uint64_t)seed * 0xBF58476D1CE4E5B9ull;
-    if (rng_state == 0) rng_state = 1;
+    rt_rng_init(&rng, 0x9E3779B97F4A7C15ull ^ (uint64_t)seed * 0xBF58476D1CE4E5B9ull);
     for (int64_t g = 0; g < hkv; g++) {
         double norm = 0;
         for (int64_t x = 0; x < d; x++) {
@@ -134,7 +126,7 @@ int cmd_demo(int argc, char **argv) {
     for (int64_t g = 0; g < hkv; g++)
         for (int64_t n = 0; n < n_needles; n++) {
             int32_t b;
-            do b = (int32_t)(lo + (int64_t)(uniform01() * (double)(hi - lo)));
+            do b = (int32_t)(lo + (int64_t)(rt_rng_uniform(&rng) * (double)(hi - lo)));
             while (contains(needle + g * (n_needles + 1), n, b));
             needle[g * (n_needles + 1) + n] = b;
             needle[g * (n_needles + 1) + n + 1] = -1;
