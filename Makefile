@@ -160,7 +160,7 @@ FUZZ_TARGETS := fuzz_json fuzz_tokenizer fuzz_safetensors
 FUZZ_SRC_fuzz_json        := runtime/json.c
 FUZZ_SRC_fuzz_tokenizer   := runtime/json.c runtime/errmsg.c runtime/tokenizer_load.c runtime/tokenizer_bpe.c \
                              runtime/tokenizer_decode.c runtime/tokenizer_write.c
-FUZZ_SRC_fuzz_safetensors := runtime/json.c runtime/errmsg.c runtime/safetensors.c runtime/safetensors_write.c
+FUZZ_SRC_fuzz_safetensors := runtime/json.c runtime/errmsg.c runtime/safetensors.c
 build/fuzz/%: fuzz/%.c $(FUZZ_SRC_fuzz_tokenizer) $(FUZZ_SRC_fuzz_safetensors)
 	@mkdir -p build/fuzz
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_SRC_$*)

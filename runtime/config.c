@@ -2,7 +2,8 @@
  *
  * config.c -- config.json -> struct rt_config (config.h). Defaults are MiniCPMConfig's
  * (minicpm4.md §3.2); every value is range-checked, and the derived shapes (D = H/Hq, the GQA
- * group, the LongRoPE list length) are checked against each other.
+ * group, the LongRoPE list length) are checked against each other. Also the sampling defaults of
+ * generation_config.json (struct rt_gen_config).
  */
 #define _POSIX_C_SOURCE 200809L
 #include "config.h"
@@ -13,6 +14,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 struct cctx {
     const char *path;
@@ -257,6 +259,68 @@ int rt_config_load(const char *path, struct rt_config *cfg, char *err, size_t er
     memset(cfg, 0, sizeof *cfg);
     if (json_parse_file(path, NULL, &doc, err, errlen) != 0) return -1;
     int rc = parse_root(&c, json_root(doc), cfg);
+    json_free(doc);
+    return rc;
+}
+
+/* ---- generation_config.json ---- */
+
+int rt_gen_config_load(const char *dir, struct rt_gen_config *g, char *err, size_t errlen) {
+    char path[4096];
+    memset(g, 0, sizeof *g);
+    snprintf(path, sizeof path, "%s/generation_config.json", dir);
+    struct stat st;
+    if (stat(path, &st) != 0) return 0;
+    struct json_doc *doc;
+    if (json_parse_file(path, NULL, &doc, err, errlen) != 0) return -1;
+    const struct json_value *r = json_root(doc), *v;
+    int                      rc = -1;
+    if (r->type != JSON_OBJECT) {
+        snprintf(err, errlen, "%.512s: must be a JSON object", path);
+        goto done;
+    }
+    if ((v = json_get(r, "temperature")) && !json_is_null(v)) {
+        if (json_double(v, &g->temperature) != 0 || g->temperature < 0) {
+            snprintf(err, errlen, "%.512s: \"temperature\" must be a number >= 0", path);
+            goto done;
+        }
+        g->has_temperature = 1;
+    }
+    if ((v = json_get(r, "top_p")) && !json_is_null(v)) {
+        if (json_double(v, &g->top_p) != 0 || !(g->top_p > 0 && g->top_p <= 1)) {
+            snprintf(err, errlen, "%.512s: \"top_p\" must be a number in (0, 1]", path);
+            goto done;
+        }
+        g->has_top_p = 1;
+    }
+    int64_t i64;
+    if ((v = json_get(r, "top_k")) && !json_is_null(v)) {
+        if (json_int64(v, &i64) != 0 || i64 < 0) {
+            snprintf(err, errlen, "%.512s: \"top_k\" must be an integer >= 0", path);
+            goto done;
+        }
+        g->has_top_k = 1;
+        g->top_k     = i64;
+    }
+    if ((v = json_get(r, "max_new_tokens")) && !json_is_null(v) && json_int64(v, &i64) == 0 && i64 > 0) {
+        g->has_max_new = 1;
+        g->max_new     = i64;
+    }
+    int b;
+    if ((v = json_get(r, "do_sample")) && json_bool(v, &b) == 0 && !b) g->do_sample_false = 1;
+    if ((v = json_get(r, "eos_token_id")) && !json_is_null(v)) {
+        size_t n = v->type == JSON_ARRAY ? json_len(v) : 1;
+        for (size_t i = 0; i < n; i++) {
+            const struct json_value *e = v->type == JSON_ARRAY ? json_at(v, i) : v;
+            if (json_int64(e, &i64) != 0 || i64 < 0 || i64 > INT32_MAX) {
+                snprintf(err, errlen, "%.512s: \"eos_token_id\" must be an id or a list of ids", path);
+                goto done;
+            }
+            if (g->n_eos < RT_MAX_GEN_EOS) g->eos[g->n_eos++] = (int32_t)i64;
+        }
+    }
+    rc = 0;
+done:
     json_free(doc);
     return rc;
 }

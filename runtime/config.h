@@ -71,4 +71,24 @@ RT_API int rt_config_parse(const char *text, size_t len, const char *path, struc
 /* Reads and parses a file. */
 RT_API int rt_config_load(const char *path, struct rt_config *cfg, char *err, size_t errlen);
 
+/* ---- generation_config.json: the checkpoint's sampling defaults ---- */
+
+#define RT_MAX_GEN_EOS 32
+
+struct rt_gen_config {
+    int       has_temperature, has_top_p, has_top_k, has_max_new; /* 1 when the file sets it */
+    int       do_sample_false;                                    /* "do_sample": false */
+    double    temperature;                                        /* >= 0 */
+    double    top_p;                                              /* (0, 1] */
+    long long top_k;                                              /* >= 0 */
+    long long max_new;                                            /* max_new_tokens, > 0 */
+    int32_t   eos[RT_MAX_GEN_EOS];                                /* eos_token_id: one or a list */
+    int       n_eos;
+};
+
+/* dir/generation_config.json into *g (zeroed first; a missing file sets nothing). Returns 0, or -1
+ * with "PATH: ..." naming the key in err (a key of the wrong type or range is refused; a
+ * max_new_tokens that is not a positive integer is ignored). */
+RT_API int rt_gen_config_load(const char *dir, struct rt_gen_config *g, char *err, size_t errlen);
+
 #endif /* INFLLM_RT_CONFIG_H */

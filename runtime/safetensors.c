@@ -20,6 +20,32 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+/* ---- dtypes: the names the format uses, and their sizes ---- */
+
+static const char *const dtype_names[ST_N_DTYPES] = {
+    "BOOL", "U8", "I8", "F8_E5M2", "F8_E4M3", "I16", "U16", "F16", "BF16",
+    "I32", "U32", "F32", "F64", "I64", "U64"};
+static const size_t dtype_sizes[ST_N_DTYPES] = {1, 1, 1, 1, 1, 2, 2, 2, 2, 4, 4, 4, 8, 8, 8};
+
+size_t st_dtype_size(enum st_dtype dt) {
+    return (unsigned)dt < ST_N_DTYPES ? dtype_sizes[dt] : 0;
+}
+
+const char *st_dtype_name(enum st_dtype dt) {
+    return (unsigned)dt < ST_N_DTYPES ? dtype_names[dt] : "?";
+}
+
+int st_dtype_parse(const char *s, enum st_dtype *out) {
+    for (int i = 0; i < ST_N_DTYPES; i++)
+        if (strcmp(s, dtype_names[i]) == 0) {
+            *out = (enum st_dtype)i;
+            return 0;
+        }
+    return -1;
+}
+
+/* ---- the reader ---- */
+
 int64_t st_numel(const struct st_tensor *t) {
     int64_t n = 1;
     for (int d = 0; d < t->ndim; d++) n *= t->shape[d];

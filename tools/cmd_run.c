@@ -11,7 +11,6 @@
 #include "cli.h"
 
 #include "../runtime/chat.h"
-#include "../runtime/json.h"
 #include "../runtime/model.h"
 #include "../runtime/sample.h"
 #include "../runtime/tokenizer.h"
@@ -21,7 +20,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 static const char run_usage[] =
@@ -53,74 +51,6 @@ static const char run_usage[] =
     "Exit status: 0 ok, 1 failure, 2 usage error.\n";
 
 #define MAX_STOP 32
-
-struct gen_defaults {
-    int      has_temperature, has_top_p, has_top_k, do_sample_false, has_max_new;
-    double   temperature, top_p;
-    long long top_k, max_new;
-    int32_t  eos[MAX_STOP];
-    int      n_eos;
-};
-
-/* generation_config.json, when present: 0 (also when absent), -1 with a message. */
-static int read_generation_config(const char *dir, struct gen_defaults *g, char *err, size_t errlen) {
-    char path[4096];
-    snprintf(path, sizeof path, "%s/generation_config.json", dir);
-    struct stat st;
-    if (stat(path, &st) != 0) return 0;
-    struct json_doc *doc;
-    if (json_parse_file(path, NULL, &doc, err, errlen) != 0) return -1;
-    const struct json_value *r = json_root(doc), *v;
-    int                      rc = -1;
-    if (r->type != JSON_OBJECT) {
-        snprintf(err, errlen, "%.512s: must be a JSON object", path);
-        goto done;
-    }
-    if ((v = json_get(r, "temperature")) && !json_is_null(v)) {
-        if (json_double(v, &g->temperature) != 0 || g->temperature < 0) {
-            snprintf(err, errlen, "%.512s: \"temperature\" must be a number >= 0", path);
-            goto done;
-        }
-        g->has_temperature = 1;
-    }
-    if ((v = json_get(r, "top_p")) && !json_is_null(v)) {
-        if (json_double(v, &g->top_p) != 0 || !(g->top_p > 0 && g->top_p <= 1)) {
-            snprintf(err, errlen, "%.512s: \"top_p\" must be a number in (0, 1]", path);
-            goto done;
-        }
-        g->has_top_p = 1;
-    }
-    int64_t i64;
-    if ((v = json_get(r, "top_k")) && !json_is_null(v)) {
-        if (json_int64(v, &i64) != 0 || i64 < 0) {
-            snprintf(err, errlen, "%.512s: \"top_k\" must be an integer >= 0", path);
-            goto done;
-        }
-        g->has_top_k = 1;
-        g->top_k     = i64;
-    }
-    if ((v = json_get(r, "max_new_tokens")) && !json_is_null(v) && json_int64(v, &i64) == 0 && i64 > 0) {
-        g->has_max_new = 1;
-        g->max_new     = i64;
-    }
-    int b;
-    if ((v = json_get(r, "do_sample")) && json_bool(v, &b) == 0 && !b) g->do_sample_false = 1;
-    if ((v = json_get(r, "eos_token_id")) && !json_is_null(v)) {
-        size_t n = v->type == JSON_ARRAY ? json_len(v) : 1;
-        for (size_t i = 0; i < n; i++) {
-            const struct json_value *e = v->type == JSON_ARRAY ? json_at(v, i) : v;
-            if (json_int64(e, &i64) != 0 || i64 < 0 || i64 > INT32_MAX) {
-                snprintf(err, errlen, "%.512s: \"eos_token_id\" must be an id or a list of ids", path);
-                goto done;
-            }
-            if (g->n_eos < MAX_STOP) g->eos[g->n_eos++] = (int32_t)i64;
-        }
-    }
-    rc = 0;
-done:
-    json_free(doc);
-    return rc;
-}
 
 static char *read_prompt_file(const char *path, size_t *len) {
     FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
@@ -255,7 +185,7 @@ int cmd_run(int argc, char **argv) {
     }
 
     char                err[1024];
-    struct gen_defaults g = {0};
+    struct rt_gen_config g;
     struct tok         *tok = NULL;
     struct rt_model    *m = NULL;
     struct rt_sampler  *sampler = NULL;
@@ -277,7 +207,7 @@ int cmd_run(int argc, char **argv) {
         text = file_text;
     } else
         text_len = strlen(prompt);
-    if (read_generation_config(model_dir, &g, err, sizeof err) != 0) {
+    if (rt_gen_config_load(model_dir, &g, err, sizeof err) != 0) {
         cli_error(cmd, "%s", err);
         goto done;
     }
