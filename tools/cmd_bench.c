@@ -13,19 +13,18 @@
  * ends with ifl_ctx_sync, so its time is the GPU's, and only the selection comes back (untimed) for
  * the keys/row and union columns. The ops such a backend refuses (the KV cache, host memory only)
  * are found by a one-token probe and skipped with a note.
+ *
+ * This file: the options, the buffers, the inputs (synth.c) and the order of the cases; the case
+ * runners are bench_run.c, the table and JSON bench_report.c (bench.h).
  */
 #define _POSIX_C_SOURCE 200809L
+#include "bench.h"
 #include "cli.h"
+#include "synth.h"
 
-#include "../runtime/rng.h"
-
-#include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/utsname.h>
-#include <time.h>
 #include <unistd.h>
 
 static const char bench_usage[] =
@@ -145,69 +144,10 @@ static const char bench_usage3[] =
     "\n";
 
 #define MAX_SIZES 32
-#define MAX_RUNS  100
 
-enum { OP_DECODE, OP_PREFILL, OP_BACKWARD, OP_CACHE, N_OPS };
-static const char *const op_names[N_OPS]  = {"decode", "prefill", "backward", "cache"};        /* --ops */
-static const char *const op_labels[N_OPS] = {"decode", "prefill", "backward", "decode_cache"}; /* output */
+static const char *const op_names[N_OPS] = {"decode", "prefill", "backward", "cache"}; /* --ops */
 /* the order the cases run and print in: the cache steps right after the decode cases */
 static const int op_order[N_OPS] = {OP_DECODE, OP_CACHE, OP_PREFILL, OP_BACKWARD};
-enum { IN_RANDOM, IN_CORRELATED, N_INPUTS };
-static const char *const input_names[N_INPUTS] = {"random", "correlated"};
-
-/* ---- synthetic inputs: rng.h's normals, both of each Box-Muller pair ---- */
-
-struct rng {
-    struct rt_rng r;
-    int           have;
-    double        spare;
-};
-
-static void rng_seed(struct rng *r, uint64_t seed) {
-    rt_rng_init(&r->r, 0x9E3779B97F4A7C15ull ^ (seed + 1) * 0xBF58476D1CE4E5B9ull);
-    r->have = 0;
-}
-
-static double rng_gauss(struct rng *r) {
-    if (r->have) {
-        r->have = 0;
-        return r->spare;
-    }
-    r->have = 1;
-    return rt_rng_normal(&r->r, &r->spare);
-}
-
-static void store(void *buf, enum ifl_dtype dt, size_t i, float x) {
-    switch (dt) {
-    case IFL_DTYPE_BF16: ((uint16_t *)buf)[i] = ifl_f32_to_bf16(x); break;
-    case IFL_DTYPE_F16: ((uint16_t *)buf)[i] = ifl_f32_to_f16(x); break;
-    case IFL_DTYPE_F32: ((float *)buf)[i] = x; break;
-    default: ((double *)buf)[i] = x; break;
-    }
-}
-
-static void gen_iid(void *buf, enum ifl_dtype dt, size_t n, struct rng *r) {
-    for (size_t i = 0; i < n; i++) store(buf, dt, i, (float)rng_gauss(r));
-}
-
-/* rows x heads x d values: per (head, dim) a stationary AR(1) process along the rows,
- * x_t = sqrt(1-w) z_t + sqrt(w) e_t with z_t = rho z_{t-1} + sqrt(1-rho^2) n_t (unit variance). */
-#define AR_RHO   0.995
-#define AR_NOISE 0.005
-static int gen_ar1(void *buf, enum ifl_dtype dt, int64_t rows, int64_t heads, int64_t d, struct rng *r) {
-    const size_t width = (size_t)(heads * d);
-    double      *z     = malloc(width * sizeof *z);
-    if (z == NULL) return -1;
-    const double a = sqrt(1.0 - AR_RHO * AR_RHO), sz = sqrt(1.0 - AR_NOISE), se = sqrt(AR_NOISE);
-    for (size_t j = 0; j < width; j++) z[j] = rng_gauss(r);
-    for (int64_t t = 0; t < rows; t++)
-        for (size_t j = 0; j < width; j++) {
-            if (t > 0) z[j] = AR_RHO * z[j] + a * rng_gauss(r);
-            store(buf, dt, (size_t)t * width + j, (float)(sz * z[j] + se * rng_gauss(r)));
-        }
-    free(z);
-    return 0;
-}
 
 /* ---- option lists ---- */
 
@@ -265,749 +205,6 @@ static int parse_names(const char *cmd, const char *flag, const char *s, const c
         if (end == NULL) return CLI_OK;
         p = end + 1;
     }
-}
-
-/* ---- output helpers ---- */
-
-static int stderr_tty;
-
-/* Progress on stderr: on a terminal one line overwritten in place, elsewhere only the `line` ones,
- * one per line. */
-static void progress(int line, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 2, 3)))
-#endif
-    ;
-static void progress(int line, const char *fmt, ...) {
-    static double last;
-    if (!line) { /* phase updates: terminal only, at most 4 a second */
-        if (!stderr_tty || cli_now() - last < 0.25) return;
-    }
-    last = cli_now();
-    va_list ap;
-    va_start(ap, fmt);
-    if (stderr_tty) fputs("\r\033[K", stderr);
-    fputs("infllm bench: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    if (!stderr_tty) fputc('\n', stderr);
-    fflush(stderr);
-}
-
-static void progress_clear(void) {
-    if (stderr_tty) {
-        fputs("\r\033[K", stderr);
-        fflush(stderr);
-    }
-}
-
-static void json_str(FILE *f, const char *s) {
-    fputc('"', f);
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\')
-            fprintf(f, "\\%c", c);
-        else if (c < 0x20)
-            fprintf(f, "\\u%04x", c);
-        else
-            fputc(c, f);
-    }
-    fputc('"', f);
-}
-
-/* A number, or null when it is not finite (no NaN/Infinity in JSON). */
-static void json_num(FILE *f, const char *key, double v) {
-    fprintf(f, ",\"%s\":", key);
-    if (isfinite(v))
-        fprintf(f, "%.6g", v);
-    else
-        fputs("null", f);
-}
-
-static const char *size_str(long long n, char *buf, size_t len) {
-    if (n >= 1024 && n % 1024 == 0)
-        snprintf(buf, len, "%lldK", n / 1024);
-    else
-        snprintf(buf, len, "%lld", n);
-    return buf;
-}
-
-/* ---- the machine ---- */
-
-struct machine {
-    char date[64], arch[80], cpu[256];
-    long n_cpus;
-};
-
-static void machine_info(struct machine *m) {
-    time_t    now = time(NULL);
-    struct tm tmv;
-    if (gmtime_r(&now, &tmv) == NULL || strftime(m->date, sizeof m->date, "%Y-%m-%d %H:%M UTC", &tmv) == 0)
-        snprintf(m->date, sizeof m->date, "?");
-    struct utsname u;
-    if (uname(&u) == 0)
-        snprintf(m->arch, sizeof m->arch, "%s", u.machine);
-    else
-        snprintf(m->arch, sizeof m->arch, "?");
-    snprintf(m->cpu, sizeof m->cpu, "unknown CPU");
-    FILE *f = fopen("/proc/cpuinfo", "r");
-    if (f) {
-        char line[512];
-        while (fgets(line, sizeof line, f)) {
-            /* x86: "model name"; some ARM kernels: "Model" or "Hardware" */
-            if (strncmp(line, "model name", 10) == 0 || strncmp(line, "Model", 5) == 0 ||
-                strncmp(line, "Hardware", 8) == 0) {
-                char *c = strchr(line, ':');
-                if (c == NULL) continue;
-                c++;
-                while (*c == ' ' || *c == '\t') c++;
-                size_t len = strcspn(c, "\r\n");
-                while (len > 0 && (c[len - 1] == ' ' || c[len - 1] == '\t')) len--;
-                if (len > 0) snprintf(m->cpu, sizeof m->cpu, "%.*s", (int)len, c);
-                break;
-            }
-        }
-        fclose(f);
-    }
-    m->n_cpus = sysconf(_SC_NPROCESSORS_ONLN);
-}
-
-/* ---- the benchmark ---- */
-
-struct bench {
-    const char              *cmd;
-    struct ifl_ctx          *ctx;
-    struct ifl_sparse_config cfg;
-    enum ifl_dtype           dtype;
-    size_t                   es;
-    int64_t                  hq, hkv, d, chunk; /* chunk: queries of prefill/backward */
-    long long                runs;              /* 0 = the defaults */
-    int                      json;
-    FILE                    *tab; /* the table: stdout, or stderr with --json */
-    struct machine           mach;
-    const char              *backend_name;
-    int                      device;   /* the backend computes on device memory (cuda) */
-    unsigned                 uploaded; /* the inputs (slot bits, INPUT_SLOT) now in device memory */
-    /* The buffers the ops see: host memory on host backends, the backend's memory on a device
-     * backend (ifl_buffer_alloc). inputs: k and q per kind (NULL when not asked for), v and dout
-     * shared */
-    void *k[N_INPUTS], *q[N_INPUTS], *v, *dout;
-    /* outputs */
-    void    *out, *out2, *c1, *c2, *dq, *dk, *dv;
-    float   *lse, *lse2;
-    int32_t *sel;
-    /* host memory */
-    int32_t *sel_host; /* the selection where the host reads it (sel itself on host backends) */
-    uint8_t *seen;     /* block bitmap for the union count */
-};
-
-/* The tensors of one case. */
-struct views {
-    struct ifl_tensor q, k, v, out, lse, out2, lse2, sel, c1, c2, dout, dq, dk, dv;
-    int               has_c1, has_c2;
-};
-
-enum job { J_DENSE, J_COMPRESS, J_SELECT, J_ATTEND, J_SPARSE, J_DENSE_BWD, J_SPARSE_BWD };
-static const char *const job_names[] = {"dense",   "compress",      "select",          "attend",
-                                        "sparse", "dense backward", "sparse backward"};
-
-static enum ifl_status run_job_async(struct bench *b, const struct views *w, enum job j) {
-    const struct ifl_sparse_config *cfg = &b->cfg;
-    enum ifl_status                 st;
-    switch (j) {
-    case J_DENSE: return ifl_dense_attn_fwd(b->ctx, cfg, NULL, &w->q, &w->k, &w->v, &w->out, &w->lse);
-    case J_COMPRESS:
-        return ifl_compress_keys(b->ctx, cfg, NULL, &w->k, w->has_c1 ? &w->c1 : NULL, w->has_c2 ? &w->c2 : NULL);
-    case J_SELECT: return ifl_select(b->ctx, cfg, NULL, &w->q, &w->k, &w->sel);
-    case J_ATTEND: return ifl_sparse_attn_fwd(b->ctx, cfg, NULL, &w->q, &w->k, &w->v, &w->sel, &w->out, &w->lse);
-    case J_SPARSE:
-        st = ifl_select(b->ctx, cfg, NULL, &w->q, &w->k, &w->sel);
-        if (st == IFL_STATUS_OK)
-            st = ifl_sparse_attn_fwd(b->ctx, cfg, NULL, &w->q, &w->k, &w->v, &w->sel, &w->out, &w->lse);
-        return st;
-    case J_DENSE_BWD:
-        return ifl_dense_attn_bwd(b->ctx, cfg, NULL, &w->q, &w->k, &w->v, &w->out, &w->lse, &w->dout, &w->dq, &w->dk,
-                                  &w->dv);
-    case J_SPARSE_BWD:
-        return ifl_sparse_attn_bwd(b->ctx, cfg, NULL, &w->q, &w->k, &w->v, &w->sel, &w->out2, &w->lse2, &w->dout,
-                                   &w->dq, &w->dk, &w->dv);
-    }
-    return IFL_STATUS_INTERNAL;
-}
-
-/* The job, then a wait for the work it queued (a no-op on host backends), so that a host clock
- * around it measures a device backend's work too. */
-static enum ifl_status run_job(struct bench *b, const struct views *w, enum job j) {
-    enum ifl_status st = run_job_async(b, w, j);
-    if (st == IFL_STATUS_OK && b->device) st = ifl_ctx_sync(b->ctx);
-    return st;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-/* One warm-up, then the timed runs; *median in seconds, *runs_done the number of timed runs. */
-static int measure(struct bench *b, const struct views *w, enum job j, int default_runs, const char *what,
-                   double *median, int *runs_done) {
-    progress(0, "%s: %s (warm-up)", what, job_names[j]);
-    double          t0   = cli_now();
-    enum ifl_status st   = run_job(b, w, j);
-    double          warm = cli_now() - t0;
-    if (st != IFL_STATUS_OK) goto fail;
-    if (b->runs == 0 && warm > 10.0) { /* so long that the warm-up's own costs do not matter */
-        *median    = warm;
-        *runs_done = 0;
-        return CLI_OK;
-    }
-    int n = b->runs > 0 ? (int)b->runs : warm > 2.0 ? 1 : default_runs;
-    double s[MAX_RUNS];
-    for (int i = 0; i < n; i++) {
-        progress(0, "%s: %s (run %d of %d)", what, job_names[j], i + 1, n);
-        t0 = cli_now();
-        st = run_job(b, w, j);
-        s[i] = cli_now() - t0;
-        if (st != IFL_STATUS_OK) goto fail;
-    }
-    qsort(s, (size_t)n, sizeof s[0], cmp_double);
-    *median    = n % 2 ? s[n / 2] : 0.5 * (s[n / 2 - 1] + s[n / 2]);
-    *runs_done = n;
-    return CLI_OK;
-fail:
-    progress_clear();
-    cli_error(b->cmd, "%s, %s: %s", what, job_names[j], ifl_ctx_errmsg(b->ctx));
-    return CLI_FAILURE;
-}
-
-/* What the selection implies: keys attended per row and the union of selected blocks. */
-struct sel_stats {
-    double attended;   /* sum over (KV head, query) rows of the keys each attends */
-    double union_keys; /* sum over KV heads of the tokens of the blocks some query selected */
-    double union_blk;  /* sum over KV heads of those blocks */
-};
-
-static void selection_stats(struct bench *b, const struct views *w, int64_t n_keys, int64_t tq, struct sel_stats *ss) {
-    const int64_t bs = b->cfg.block_size, nb = (n_keys + bs - 1) / bs, width = w->sel.shape[2];
-    const int64_t past = n_keys - tq;
-    memset(ss, 0, sizeof *ss);
-    for (int64_t g = 0; g < b->hkv; g++) {
-        memset(b->seen, 0, (size_t)nb);
-        for (int64_t i = 0; i < tq; i++) {
-            const int32_t *row = b->sel_host + (g * tq + i) * width;
-            const int64_t  p   = past + i;
-            for (int64_t c = 0; c < width && row[c] >= 0; c++) {
-                int64_t lo = (int64_t)row[c] * bs, hi = lo + bs;
-                if (hi > p + 1) hi = p + 1;
-                if (hi > lo) ss->attended += (double)(hi - lo);
-                if (row[c] < nb) b->seen[row[c]] = 1;
-            }
-        }
-        for (int64_t blk = 0; blk < nb; blk++)
-            if (b->seen[blk]) {
-                int64_t hi = (blk + 1) * bs < n_keys ? (blk + 1) * bs : n_keys;
-                ss->union_keys += (double)(hi - blk * bs);
-                ss->union_blk += 1;
-            }
-    }
-}
-
-/* The selection of w where the host reads it: downloaded from a device backend (untimed). */
-static int fetch_selection(struct bench *b, const struct views *w, const char *what) {
-    if (!b->device) return CLI_OK;
-    size_t bytes = sizeof(int32_t);
-    for (int i = 0; i < w->sel.ndim; i++) bytes *= (size_t)w->sel.shape[i];
-    if (ifl_buffer_download(b->ctx, b->sel_host, w->sel.data, bytes) != IFL_STATUS_OK) {
-        progress_clear();
-        cli_error(b->cmd, "%s, downloading the selection: %s", what, ifl_ctx_errmsg(b->ctx));
-        return CLI_FAILURE;
-    }
-    return CLI_OK;
-}
-
-struct result {
-    int       op, inputs;
-    long long n_keys, n_queries;
-    double    dense_s, compress_s, select_s, attend_s, sparse_s; /* select/compress/attend < 0: none */
-    double    append_s;                                          /* < 0: none (all but the cache op) */
-    int       dense_runs, compress_runs, select_runs, attend_runs, sparse_runs, append_runs;
-    double    cache_bytes;                                       /* of one cache; 0: none */
-    double    dense_flop, select_flop, attend_flop;
-    double    dense_bytes, select_bytes, attend_bytes;
-    double    keys_per_row, union_frac;
-};
-
-static void print_header(struct bench *b) {
-    FILE                           *f = b->tab;
-    const struct ifl_sparse_config *c = &b->cfg;
-    const int nt = ifl_ctx_threads(b->ctx);
-    if (b->device)
-        fprintf(f, "infllm bench  %s  host %s, %s (%ld cpus)  backend %s (device memory: inputs uploaded once, each "
-                   "timed call followed by ifl_ctx_sync)  libinfllm %s\n",
-                b->mach.date, b->mach.arch, b->mach.cpu, b->mach.n_cpus, b->backend_name, ifl_version());
-    else
-        fprintf(f, "infllm bench  %s  %s, %s (%ld cpus)  backend %s, simd %s, %d thread%s  libinfllm %s\n",
-                b->mach.date, b->mach.arch, b->mach.cpu, b->mach.n_cpus, b->backend_name,
-                ifl_simd_name(ifl_ctx_simd(b->ctx)), nt, nt == 1 ? "" : "s", ifl_version());
-    fprintf(f,
-            "shape: %lld query heads, %lld KV heads, head dim %lld, %s storage (outputs %s, lse f32); sparse: block %d, "
-            "kernels %d/%d + %d/%d (lse %s), init %d, window %d, topk %d\n",
-            (long long)b->hq, (long long)b->hkv, (long long)b->d, ifl_dtype_name(b->dtype), ifl_dtype_name(b->dtype),
-            c->block_size, c->kernel_size, c->kernel_stride, c->coarse_kernel_size, c->coarse_kernel_stride,
-            c->lse_mode == IFL_LSE_APPROX ? "approx" : "exact", c->init_blocks, c->window_size, c->topk);
-    if (b->runs > 0)
-        fprintf(f, "time: median of %lld runs after 1 warm-up.", b->runs);
-    else
-        fprintf(f, "time: median of 5 (decode, cache) / 3 (prefill, backward) runs after 1 warm-up; 1 run when the "
-                   "warm-up took > 2 s, the warm-up alone when > 10 s.");
-    fprintf(f, " sparse = select + attend timed together; ratio = dense / sparse.\n");
-    fprintf(f, "decode_cache: one decode step through a KV cache of N-1 tokens, ifl_kv_cache_append of token N-1 + "
-               "ifl_kv_cache_attn of its query (dense: dense_len N+1, sparse: dense_len -1; both stages in the one "
-               "call, so no select/attend); (append) = the append alone, part of both.\n");
-    fprintf(f, "GFLOP/s: dense 4*Hq*D*(p+1) per query at position p; select 2*Hq*D*(visible fine+coarse compressed "
-               "keys) per query; attend 4*D*Hq/Hkv*(keys of each query's selected blocks up to p); backward 2.5x "
-               "forward.\n");
-    fprintf(f, "GB/s: dense K+V of all N keys + Q + out; select compressed keys + Q (ifl_select's own pass over K, "
-               "shown as 'compress', not counted); attend K+V of the union of selected blocks + Q + out; backward "
-               "adds dout, dq, dk, dv; decode_cache as decode (the append not counted).\n\n");
-    /* a row of group labels centred over their columns, then the column names */
-    static const struct {
-        const char *label;
-        int         width;
-    } groups[] = {{"", 36}, {"time, ms (median)", 65}, {"", 7}, {"GFLOP/s", 31}, {"GB/s", 13}, {"selection", 15}};
-    for (size_t i = 0; i < sizeof groups / sizeof groups[0]; i++) {
-        int len = (int)strlen(groups[i].label), left = (groups[i].width - len) / 2;
-        fprintf(f, "%s%*s%s%*s", i ? " | " : "", left, "", groups[i].label, groups[i].width - len - left, "");
-    }
-    fputc('\n', f);
-    fprintf(f, "%-12s %-10s %6s %5s | %10s %10s %10s %10s %10s %10s | %7s | %7s %7s %7s %7s | %6s %6s | %8s %6s\n",
-            "op", "inputs", "keys", "qrys", "dense ms", "sparse ms", "select ms", "(compress)", "attend ms", "(append)",
-            "ratio", "dense", "sparse", "select", "attend", "dense", "sparse", "keys/row", "union");
-    fflush(f);
-}
-
-static double ms(double s) { return s * 1e3; }
-static double rate(double amount, double s, double unit) { return s > 0 ? amount / s / unit : NAN; }
-
-/* A GFLOP/s column, 7 wide: one decimal, none from 100000 (a GPU's rates). */
-static const char *gflops_str(double v, char *buf, size_t len) {
-    snprintf(buf, len, "%7.*f", v >= 99999.95 ? 0 : 1, v);
-    return buf;
-}
-
-static void print_row(struct bench *b, const struct result *r) {
-    FILE *f = b->tab;
-    char  ks[32], qs[32], g1[32], g2[32], v1[16], v2[16], v3[32], v4[16], v5[16], v6[32], v7[16];
-    progress_clear();
-    const int has_sel = r->select_s >= 0, has_att = r->attend_s >= 0, has_app = r->append_s >= 0;
-    if (has_sel) {
-        snprintf(v1, sizeof v1, "%10.3f", ms(r->select_s));
-        snprintf(v2, sizeof v2, "%10.3f", ms(r->compress_s));
-        gflops_str(rate(r->select_flop, r->select_s, 1e9), v3, sizeof v3);
-    } else {
-        snprintf(v1, sizeof v1, "%10s", "-");
-        snprintf(v2, sizeof v2, "%10s", "-");
-        snprintf(v3, sizeof v3, "%7s", "-");
-    }
-    if (has_att) {
-        snprintf(v5, sizeof v5, "%10.3f", ms(r->attend_s));
-        gflops_str(rate(r->attend_flop, r->attend_s, 1e9), v6, sizeof v6);
-    } else {
-        snprintf(v5, sizeof v5, "%10s", "-");
-        snprintf(v6, sizeof v6, "%7s", "-");
-    }
-    if (has_app)
-        snprintf(v7, sizeof v7, "%10.3f", ms(r->append_s));
-    else
-        snprintf(v7, sizeof v7, "%10s", "-");
-    snprintf(v4, sizeof v4, "%6.2fx", r->dense_s / r->sparse_s);
-    const double gb_d = rate(r->dense_bytes, r->dense_s, 1e9);
-    const double gb_s = rate(r->select_bytes + r->attend_bytes, r->sparse_s, 1e9);
-    fprintf(f, "%-12s %-10s %6s %5s | %10.3f %10.3f %s %s %s %s | %7s | %s %s %s %s | %6.*f %6.*f | %8.0f %6.3f\n",
-            op_labels[r->op], input_names[r->inputs], size_str(r->n_keys, ks, sizeof ks),
-            size_str(r->n_queries, qs, sizeof qs), ms(r->dense_s), ms(r->sparse_s), v1, v2, v5, v7, v4,
-            gflops_str(rate(r->dense_flop, r->dense_s, 1e9), g1, sizeof g1),
-            gflops_str(rate(r->select_flop + r->attend_flop, r->sparse_s, 1e9), g2, sizeof g2), v3, v6,
-            gb_d < 10 ? 2 : 1, gb_d, gb_s < 10 ? 2 : 1, gb_s, r->keys_per_row, r->union_frac);
-    fflush(f);
-}
-
-static void print_json(struct bench *b, const struct result *r) {
-    FILE                           *f = stdout;
-    const struct ifl_sparse_config *c = &b->cfg;
-    const int has_sel = r->select_s >= 0, has_att = r->attend_s >= 0, has_app = r->append_s >= 0;
-    fputs("{\"op\":", f);
-    json_str(f, op_labels[r->op]);
-    fputs(",\"inputs\":", f);
-    json_str(f, input_names[r->inputs]);
-    fputs(",\"backend\":", f);
-    json_str(f, b->backend_name);
-    fputs(",\"simd\":", f);
-    json_str(f, ifl_simd_name(ifl_ctx_simd(b->ctx)));
-    fprintf(f, ",\"threads\":%d", ifl_ctx_threads(b->ctx));
-    fputs(",\"dtype\":", f);
-    json_str(f, ifl_dtype_name(b->dtype));
-    fprintf(f, ",\"n_keys\":%lld,\"n_queries\":%lld,\"heads\":%lld,\"kv_heads\":%lld,\"head_dim\":%lld", r->n_keys,
-            r->n_queries, (long long)b->hq, (long long)b->hkv, (long long)b->d);
-    json_num(f, "dense_ms", ms(r->dense_s));
-    json_num(f, "sparse_ms", ms(r->sparse_s));
-    json_num(f, "select_ms", has_sel ? ms(r->select_s) : NAN);
-    json_num(f, "attend_ms", has_att ? ms(r->attend_s) : NAN);
-    json_num(f, "compress_ms", has_sel ? ms(r->compress_s) : NAN);
-    json_num(f, "append_ms", has_app ? ms(r->append_s) : NAN);
-    json_num(f, "ratio", r->dense_s / r->sparse_s);
-    json_num(f, "dense_gflop", r->dense_flop * 1e-9);
-    json_num(f, "sparse_gflop", (r->select_flop + r->attend_flop) * 1e-9);
-    json_num(f, "select_gflop", has_sel ? r->select_flop * 1e-9 : NAN);
-    json_num(f, "attend_gflop", has_att ? r->attend_flop * 1e-9 : NAN);
-    json_num(f, "dense_gflops", rate(r->dense_flop, r->dense_s, 1e9));
-    json_num(f, "sparse_gflops", rate(r->select_flop + r->attend_flop, r->sparse_s, 1e9));
-    json_num(f, "select_gflops", has_sel ? rate(r->select_flop, r->select_s, 1e9) : NAN);
-    json_num(f, "attend_gflops", has_att ? rate(r->attend_flop, r->attend_s, 1e9) : NAN);
-    json_num(f, "dense_mb", r->dense_bytes * 1e-6);
-    json_num(f, "sparse_mb", (r->select_bytes + r->attend_bytes) * 1e-6);
-    json_num(f, "dense_gbs", rate(r->dense_bytes, r->dense_s, 1e9));
-    json_num(f, "sparse_gbs", rate(r->select_bytes + r->attend_bytes, r->sparse_s, 1e9));
-    json_num(f, "select_gbs", has_sel ? rate(r->select_bytes, r->select_s, 1e9) : NAN);
-    json_num(f, "attend_gbs", has_att ? rate(r->attend_bytes, r->attend_s, 1e9) : NAN);
-    json_num(f, "keys_per_row", r->keys_per_row);
-    json_num(f, "union_frac", r->union_frac);
-    json_num(f, "cache_mb", r->cache_bytes > 0 ? r->cache_bytes * 1e-6 : NAN);
-    fprintf(f, ",\"dense_runs\":%d", r->dense_runs);
-    if (has_sel)
-        fprintf(f, ",\"select_runs\":%d,\"compress_runs\":%d", r->select_runs, r->compress_runs);
-    else
-        fputs(",\"select_runs\":null,\"compress_runs\":null", f);
-    if (has_att)
-        fprintf(f, ",\"attend_runs\":%d", r->attend_runs);
-    else
-        fputs(",\"attend_runs\":null", f);
-    fprintf(f, ",\"sparse_runs\":%d", r->sparse_runs);
-    if (has_app)
-        fprintf(f, ",\"append_runs\":%d", r->append_runs);
-    else
-        fputs(",\"append_runs\":null", f);
-    fprintf(f,
-            ",\"block_size\":%d,\"kernel_size\":%d,\"kernel_stride\":%d,\"coarse_kernel_size\":%d,"
-            "\"coarse_kernel_stride\":%d,\"init_blocks\":%d,\"window\":%d,\"topk\":%d,\"lse_mode\":\"%s\"",
-            c->block_size, c->kernel_size, c->kernel_stride, c->coarse_kernel_size, c->coarse_kernel_stride,
-            c->init_blocks, c->window_size, c->topk, c->lse_mode == IFL_LSE_APPROX ? "approx" : "exact");
-    fputs(",\"date\":", f);
-    json_str(f, b->mach.date);
-    fputs(",\"machine\":", f);
-    json_str(f, b->mach.arch);
-    fputs(",\"cpu\":", f);
-    json_str(f, b->mach.cpu);
-    fprintf(f, ",\"n_cpus\":%ld", b->mach.n_cpus);
-    fputs(",\"version\":", f);
-    json_str(f, ifl_version());
-    fputs("}\n", f);
-    fflush(f);
-}
-
-/* FLOPs and bytes of a forward case of tq queries at the end of n keys. */
-static void count_forward(struct bench *b, int64_t n, int64_t tq, const struct sel_stats *ss, struct result *r) {
-    const struct ifl_sparse_config *c    = &b->cfg;
-    const double                    hqd  = (double)(b->hq * b->d), es = (double)b->es;
-    const int64_t                   past = n - tq;
-    double                          vis = 0, vis_c = 0;
-    for (int64_t i = 0; i < tq; i++) {
-        int64_t p = past + i;
-        vis += (double)(p + 1);
-        vis_c += (double)ifl_compressed_len(p + 1, c->kernel_size, c->kernel_stride);
-        if (c->lse_mode == IFL_LSE_APPROX)
-            vis_c += (double)ifl_compressed_len(p + 1, c->coarse_kernel_size, c->coarse_kernel_stride);
-    }
-    const double qo  = (double)tq * hqd * es * 2 + (double)tq * (double)b->hq * 4; /* Q read, out + lse written */
-    const double kvd = (double)(b->hkv * b->d) * es;                               /* one key row of K or V */
-    const double selb = (double)(b->hkv * tq) * (double)ifl_select_width(c, n) * 4;
-    double       n_c = (double)ifl_compressed_len(n, c->kernel_size, c->kernel_stride);
-    if (c->lse_mode == IFL_LSE_APPROX) n_c += (double)ifl_compressed_len(n, c->coarse_kernel_size, c->coarse_kernel_stride);
-    r->dense_flop   = 4 * hqd * vis;
-    r->select_flop  = 2 * hqd * vis_c;
-    r->attend_flop  = 4 * (double)b->d * (double)(b->hq / b->hkv) * ss->attended;
-    r->dense_bytes  = 2 * (double)n * kvd + qo;
-    r->select_bytes = n_c * kvd + (double)tq * hqd * es + selb;
-    r->attend_bytes = 2 * ss->union_keys * (double)b->d * es + qo + selb;
-    r->keys_per_row = ss->attended / (double)(b->hkv * tq);
-    const int64_t nb = (n + c->block_size - 1) / c->block_size;
-    r->union_frac    = ss->union_blk / (double)(b->hkv * nb);
-}
-
-static struct views make_views(struct bench *b, int inputs, int64_t n, int64_t tq) {
-    struct views   w;
-    enum ifl_dtype dt = b->dtype;
-    const int64_t  qs[3] = {tq, b->hq, b->d}, ks[3] = {n, b->hkv, b->d}, ls[2] = {tq, b->hq};
-    const int64_t  ss[3] = {b->hkv, tq, ifl_select_width(&b->cfg, n)};
-    const int64_t  n1 = ifl_compressed_len(n, b->cfg.kernel_size, b->cfg.kernel_stride);
-    const int64_t  n2 = ifl_compressed_len(n, b->cfg.coarse_kernel_size, b->cfg.coarse_kernel_stride);
-    const int64_t  c1s[3] = {n1, b->hkv, b->d}, c2s[3] = {n2, b->hkv, b->d};
-    w.q      = ifl_tensor_make(b->q[inputs], dt, 3, qs);
-    w.k      = ifl_tensor_make(b->k[inputs], dt, 3, ks);
-    w.v      = ifl_tensor_make(b->v, dt, 3, ks);
-    w.out    = ifl_tensor_make(b->out, dt, 3, qs);
-    w.lse    = ifl_tensor_make(b->lse, IFL_DTYPE_F32, 2, ls);
-    w.out2   = ifl_tensor_make(b->out2, dt, 3, qs);
-    w.lse2   = ifl_tensor_make(b->lse2, IFL_DTYPE_F32, 2, ls);
-    w.sel    = ifl_tensor_make(b->sel, IFL_DTYPE_I32, 3, ss);
-    w.c1     = ifl_tensor_make(b->c1, dt, 3, c1s);
-    w.c2     = ifl_tensor_make(b->c2, dt, 3, c2s);
-    w.has_c1 = n1 > 0;
-    w.has_c2 = n2 > 0;
-    w.dout   = ifl_tensor_make(b->dout, dt, 3, qs);
-    w.dq     = ifl_tensor_make(b->dq, dt, 3, qs);
-    w.dk     = ifl_tensor_make(b->dk, dt, 3, ks);
-    w.dv     = ifl_tensor_make(b->dv, dt, 3, ks);
-    return w;
-}
-
-static int run_forward(struct bench *b, int op, int inputs, int64_t n, int idx, int total) {
-    const int64_t tq = op == OP_DECODE ? 1 : b->chunk;
-    const int     nr = op == OP_DECODE ? 5 : 3;
-    char          what[96], ks[32];
-    snprintf(what, sizeof what, "[%d/%d] %s %s keys, %s", idx, total, op_labels[op], size_str(n, ks, sizeof ks),
-             input_names[inputs]);
-    progress(1, "%s ...", what);
-    struct views  w = make_views(b, inputs, n, tq);
-    struct result r;
-    memset(&r, 0, sizeof r);
-    r.op        = op;
-    r.inputs    = inputs;
-    r.n_keys    = n;
-    r.n_queries = tq;
-    r.append_s  = -1;
-    int rc;
-    if ((rc = measure(b, &w, J_DENSE, nr, what, &r.dense_s, &r.dense_runs))) return rc;
-    if ((rc = measure(b, &w, J_SELECT, nr, what, &r.select_s, &r.select_runs))) return rc;
-    if (w.has_c1) {
-        if ((rc = measure(b, &w, J_COMPRESS, nr, what, &r.compress_s, &r.compress_runs))) return rc;
-    }
-    if ((rc = measure(b, &w, J_ATTEND, nr, what, &r.attend_s, &r.attend_runs))) return rc;
-    if ((rc = measure(b, &w, J_SPARSE, nr, what, &r.sparse_s, &r.sparse_runs))) return rc;
-    struct sel_stats ss;
-    if ((rc = fetch_selection(b, &w, what))) return rc;
-    selection_stats(b, &w, n, tq, &ss);
-    count_forward(b, n, tq, &ss, &r);
-    print_row(b, &r);
-    if (b->json) print_json(b, &r);
-    return CLI_OK;
-}
-
-static int run_backward(struct bench *b, int inputs, int64_t n, int idx, int total) {
-    const int64_t tq = b->chunk;
-    char          what[96], ks[32];
-    snprintf(what, sizeof what, "[%d/%d] backward %s keys, %s", idx, total, size_str(n, ks, sizeof ks),
-             input_names[inputs]);
-    progress(1, "%s ...", what);
-    struct views w = make_views(b, inputs, n, tq);
-    /* the forward results the backward needs: dense into out/lse, sparse into out2/lse2 */
-    progress(0, "%s: forward", what);
-    enum ifl_status st = ifl_dense_attn_fwd(b->ctx, &b->cfg, NULL, &w.q, &w.k, &w.v, &w.out, &w.lse);
-    if (st == IFL_STATUS_OK) st = ifl_select(b->ctx, &b->cfg, NULL, &w.q, &w.k, &w.sel);
-    if (st == IFL_STATUS_OK)
-        st = ifl_sparse_attn_fwd(b->ctx, &b->cfg, NULL, &w.q, &w.k, &w.v, &w.sel, &w.out2, &w.lse2);
-    if (st != IFL_STATUS_OK) {
-        progress_clear();
-        cli_error(b->cmd, "%s, forward: %s", what, ifl_ctx_errmsg(b->ctx));
-        return CLI_FAILURE;
-    }
-    struct result r;
-    memset(&r, 0, sizeof r);
-    r.op        = OP_BACKWARD;
-    r.inputs    = inputs;
-    r.n_keys    = n;
-    r.n_queries = tq;
-    r.select_s  = -1;
-    r.compress_s = -1;
-    r.append_s   = -1;
-    int rc;
-    if ((rc = measure(b, &w, J_DENSE_BWD, 3, what, &r.dense_s, &r.dense_runs))) return rc;
-    if ((rc = measure(b, &w, J_SPARSE_BWD, 3, what, &r.attend_s, &r.attend_runs))) return rc;
-    r.sparse_s    = r.attend_s;
-    r.sparse_runs = r.attend_runs;
-    struct sel_stats ss;
-    if ((rc = fetch_selection(b, &w, what))) return rc;
-    selection_stats(b, &w, n, tq, &ss);
-    count_forward(b, n, tq, &ss, &r);
-    /* backward: 2.5x the forward's FLOPs; reads q, k/v (all or the union), out, dout, lse (and the
-     * selection), writes dq, dk, dv over all keys */
-    const double es = (double)b->es, qd = (double)(tq * b->hq * b->d) * es, kd = (double)(n * b->hkv * b->d) * es;
-    const double lseb = (double)(tq * b->hq) * 4;
-    const double selb = (double)(b->hkv * tq) * (double)ifl_select_width(&b->cfg, n) * 4;
-    r.dense_flop   = 2.5 * r.dense_flop;
-    r.attend_flop  = 2.5 * r.attend_flop;
-    r.select_flop  = 0;
-    r.dense_bytes  = 2 * kd + 4 * qd + lseb + 2 * kd;
-    r.attend_bytes = 2 * ss.union_keys * (double)b->d * es + 4 * qd + lseb + selb + 2 * kd;
-    r.select_bytes = 0;
-    print_row(b, &r);
-    if (b->json) print_json(b, &r);
-    return CLI_OK;
-}
-
-/* ---- decode through a KV cache ---- */
-
-/* The tensors of one cache step: token n-1's key and value, the query, out, lse, sel. */
-struct cache_step {
-    struct ifl_tensor k1, v1, q, out, lse, sel;
-};
-
-/* One step on cache c (holding n-1 tokens): append token n-1, attend its query, truncate back.
- * *step_s and *append_s get the timings; the mode that ran must be `want`. */
-static int cache_step(struct bench *b, struct ifl_kv_cache *c, const struct cache_step *t, int sparse, int64_t n,
-                      const char *what, double *step_s, double *append_s) {
-    enum ifl_mode   mode = sparse ? IFL_MODE_DENSE : IFL_MODE_SPARSE; /* the wrong one until set */
-    const char     *call = "ifl_kv_cache_append";
-    double          t0   = cli_now();
-    enum ifl_status st   = ifl_kv_cache_append(b->ctx, c, 0, &t->k1, &t->v1);
-    double          t1   = cli_now();
-    if (st == IFL_STATUS_OK) {
-        call = "ifl_kv_cache_attn";
-        st   = ifl_kv_cache_attn(b->ctx, c, 0, &t->q, &t->out, &t->lse, sparse ? &t->sel : NULL, &mode);
-    }
-    double t2 = cli_now();
-    if (st == IFL_STATUS_OK) {
-        call = "ifl_kv_cache_truncate";
-        st   = ifl_kv_cache_truncate(b->ctx, c, 0, n - 1);
-    }
-    if (st != IFL_STATUS_OK) {
-        progress_clear();
-        cli_error(b->cmd, "%s, %s cache step, %s: %s", what, sparse ? "sparse" : "dense", call,
-                  ifl_ctx_errmsg(b->ctx));
-        return CLI_FAILURE;
-    }
-    if (mode != (sparse ? IFL_MODE_SPARSE : IFL_MODE_DENSE)) {
-        progress_clear();
-        cli_error(b->cmd, "%s: the %s cache ran %s at %lld tokens", what, sparse ? "sparse" : "dense",
-                  mode == IFL_MODE_SPARSE ? "sparse" : "dense", (long long)n);
-        return CLI_FAILURE;
-    }
-    *step_s   = t2 - t0;
-    *append_s = t1 - t0;
-    return CLI_OK;
-}
-
-static double median(double *s, int n) {
-    qsort(s, (size_t)n, sizeof s[0], cmp_double);
-    return n % 2 ? s[n / 2] : 0.5 * (s[n / 2 - 1] + s[n / 2]);
-}
-
-/* The warm-up and the timed steps of one cache, as measure() does for the stateless ops. The
- * append times of the timed runs (of the warm-up when there are none) go to app[*n_app...]. */
-static int cache_measure(struct bench *b, struct ifl_kv_cache *c, const struct cache_step *t, int sparse, int64_t n,
-                         const char *what, double *step_median, int *runs_done, double *app, int *n_app) {
-    const char *job = sparse ? "sparse cache step" : "dense cache step";
-    double      warm, warm_app, s[MAX_RUNS];
-    int         rc;
-    progress(0, "%s: %s (warm-up)", what, job);
-    if ((rc = cache_step(b, c, t, sparse, n, what, &warm, &warm_app))) return rc;
-    if (b->runs == 0 && warm > 10.0) {
-        *step_median   = warm;
-        *runs_done     = 0;
-        app[(*n_app)++] = warm_app;
-        return CLI_OK;
-    }
-    int runs = b->runs > 0 ? (int)b->runs : warm > 2.0 ? 1 : 5;
-    for (int i = 0; i < runs; i++) {
-        progress(0, "%s: %s (run %d of %d)", what, job, i + 1, runs);
-        if ((rc = cache_step(b, c, t, sparse, n, what, &s[i], &app[*n_app]))) return rc;
-        (*n_app)++;
-    }
-    *step_median = median(s, runs);
-    *runs_done   = runs;
-    return CLI_OK;
-}
-
-/* Keys and values 0..n-2 into cache c, in chunks (untimed). */
-static int cache_fill(struct bench *b, struct ifl_kv_cache *c, int inputs, int64_t n, const char *what) {
-    const int64_t chunk = 8192, row = b->hkv * b->d;
-    for (int64_t r0 = 0; r0 < n - 1; r0 += chunk) {
-        const int64_t rows = n - 1 - r0 < chunk ? n - 1 - r0 : chunk, shape[3] = {rows, b->hkv, b->d};
-        struct ifl_tensor k = ifl_tensor_make((char *)b->k[inputs] + (size_t)(r0 * row) * b->es, b->dtype, 3, shape);
-        struct ifl_tensor v = ifl_tensor_make((char *)b->v + (size_t)(r0 * row) * b->es, b->dtype, 3, shape);
-        progress(0, "%s: filling the caches (%lld of %lld tokens)", what, (long long)r0, (long long)(n - 1));
-        enum ifl_status st = ifl_kv_cache_append(b->ctx, c, 0, &k, &v);
-        if (st != IFL_STATUS_OK) {
-            progress_clear();
-            cli_error(b->cmd, "%s, filling the cache: %s", what, ifl_ctx_errmsg(b->ctx));
-            return CLI_FAILURE;
-        }
-    }
-    return CLI_OK;
-}
-
-/* The cache case on two created caches (dense, sparse): fill, time, report. */
-static int cache_case(struct bench *b, struct ifl_kv_cache *const cache[2], int inputs, int64_t n, const char *what) {
-    int rc;
-    for (int sp = 0; sp < 2; sp++)
-        if ((rc = cache_fill(b, cache[sp], inputs, n, what)) != CLI_OK) return rc;
-
-    /* token n-1: its key and value, the query (the first row of Q, as decode uses), the outputs */
-    struct views      w   = make_views(b, inputs, n, 1);
-    const int64_t     row = b->hkv * b->d, kvs[3] = {1, b->hkv, b->d};
-    struct cache_step t;
-    t.k1  = ifl_tensor_make((char *)b->k[inputs] + (size_t)((n - 1) * row) * b->es, b->dtype, 3, kvs);
-    t.v1  = ifl_tensor_make((char *)b->v + (size_t)((n - 1) * row) * b->es, b->dtype, 3, kvs);
-    t.q   = w.q;
-    t.out = w.out;
-    t.lse = w.lse;
-    t.sel = w.sel;
-
-    struct result r;
-    memset(&r, 0, sizeof r);
-    r.op          = OP_CACHE;
-    r.inputs      = inputs;
-    r.n_keys      = n;
-    r.n_queries   = 1;
-    r.select_s    = -1;
-    r.compress_s  = -1;
-    r.attend_s    = -1;
-    r.cache_bytes = (double)ifl_kv_cache_bytes(cache[1]);
-    double app[2 * MAX_RUNS];
-    int    n_app = 0;
-    if ((rc = cache_measure(b, cache[0], &t, 0, n, what, &r.dense_s, &r.dense_runs, app, &n_app))) return rc;
-    if ((rc = cache_measure(b, cache[1], &t, 1, n, what, &r.sparse_s, &r.sparse_runs, app, &n_app))) return rc;
-    r.append_s    = median(app, n_app);
-    r.append_runs = r.dense_runs + r.sparse_runs; /* 0 when only the warm-ups ran */
-    struct sel_stats ss; /* the sparse step's selection (the same on every run) */
-    if ((rc = fetch_selection(b, &w, what))) return rc;
-    selection_stats(b, &w, n, 1, &ss);
-    count_forward(b, n, 1, &ss, &r);
-    print_row(b, &r);
-    if (b->json) print_json(b, &r);
-    return CLI_OK;
-}
-
-static int run_cache(struct bench *b, int inputs, int64_t n, int idx, int total) {
-    char what[96], ks[32];
-    snprintf(what, sizeof what, "[%d/%d] %s %s keys, %s", idx, total, op_labels[OP_CACHE],
-             size_str(n, ks, sizeof ks), input_names[inputs]);
-    progress(1, "%s ...", what);
-    /* two caches, freed before the next case: dense (dense_len above every length it reaches)
-     * and always sparse */
-    struct ifl_kv_cache       *cache[2] = {NULL, NULL};
-    struct ifl_kv_cache_params p        = ifl_kv_cache_params_default();
-    p.capacity                          = n;
-    p.n_seqs                            = 1;
-    p.n_heads_kv                        = (int32_t)b->hkv;
-    p.head_dim                          = (int32_t)b->d;
-    p.dtype                             = b->dtype;
-    p.cfg                               = b->cfg;
-    int rc = CLI_OK;
-    for (int sp = 0; sp < 2 && rc == CLI_OK; sp++) {
-        p.cfg.dense_len    = sp ? -1 : n + 1;
-        enum ifl_status st = ifl_kv_cache_create(b->ctx, &p, &cache[sp]);
-        if (st != IFL_STATUS_OK) {
-            progress_clear();
-            cli_error(b->cmd, "%s, creating the %s cache: %s%s", what, sp ? "sparse" : "dense",
-                      ifl_ctx_errmsg(b->ctx), st == IFL_STATUS_OUT_OF_MEMORY ? "; use smaller --keys" : "");
-            rc = CLI_FAILURE;
-        }
-    }
-    if (rc == CLI_OK) rc = cache_case(b, cache, inputs, n, what);
-    ifl_kv_cache_destroy(cache[0]);
-    ifl_kv_cache_destroy(cache[1]);
-    return rc;
 }
 
 /* malloc with a message naming the buffer; *total counts the bytes. */
@@ -1182,7 +379,7 @@ int cmd_bench(int argc, char **argv) {
         return CLI_OK;
     }
     if (rc != CLI_OK) return rc;
-    stderr_tty = isatty(fileno(stderr));
+    bench_stderr_tty = isatty(fileno(stderr));
 
     /* ---- check the flags ---- */
     if (hq % hkv != 0) {
@@ -1208,7 +405,7 @@ int cmd_bench(int argc, char **argv) {
     int want_op[N_OPS] = {1, 1, 1, 1}, want_in[N_INPUTS];
     if (quick) want_op[OP_BACKWARD] = 0;
     if (ops_str && (rc = parse_names(cmd, "ops", ops_str, op_names, N_OPS, want_op)) != CLI_OK) return rc;
-    if ((rc = parse_names(cmd, "inputs", inputs_str, input_names, N_INPUTS, want_in)) != CLI_OK) return rc;
+    if ((rc = parse_names(cmd, "inputs", inputs_str, bench_input_names, N_INPUTS, want_in)) != CLI_OK) return rc;
     long long dec_keys[MAX_SIZES], pre_keys[MAX_SIZES];
     int       n_dec = 0, n_pre = 0;
     if (quick) {
@@ -1273,7 +470,7 @@ int cmd_bench(int argc, char **argv) {
     b.json         = json;
     b.tab          = json ? stderr : stdout;
     b.backend_name = backend_name;
-    machine_info(&b.mach);
+    bench_machine_info(&b.mach);
     struct ifl_ctx_params cp = ifl_ctx_params_default();
     cp.backend               = backend;
     cp.n_threads             = (int)threads;
@@ -1291,11 +488,11 @@ int cmd_bench(int argc, char **argv) {
             if (!want_op[op]) continue;
             enum ifl_status st = op == OP_CACHE ? probe_cache(&b, msg, sizeof msg) : probe_backward(&b, msg, sizeof msg);
             if (st == IFL_STATUS_UNSUPPORTED) {
-                cli_error(cmd, "note: skipping op %s on the %s backend: %s", op_labels[op], backend_name, msg);
+                cli_error(cmd, "note: skipping op %s on the %s backend: %s", bench_op_labels[op], backend_name, msg);
                 want_op[op] = 0;
                 skipped     = 1;
             } else if (st != IFL_STATUS_OK) {
-                cli_error(cmd, "asking the %s backend whether it runs op %s: %s", backend_name, op_labels[op], msg);
+                cli_error(cmd, "asking the %s backend whether it runs op %s: %s", backend_name, bench_op_labels[op], msg);
                 goto done;
             }
         }
@@ -1339,9 +536,9 @@ int cmd_bench(int argc, char **argv) {
      * the ops write them */
     for (int in = 0; in < N_INPUTS; in++) {
         if (!want_in[in]) continue;
-        snprintf(what, sizeof what, "K of %lld keys (%s inputs)", (long long)max_keys, input_names[in]);
+        snprintf(what, sizeof what, "K of %lld keys (%s inputs)", (long long)max_keys, bench_input_names[in]);
         b.k[in] = alloc(cmd, what, (size_t)max_keys * krow, &total, &failed);
-        snprintf(what, sizeof what, "Q of %lld queries (%s inputs)", (long long)max_tq, input_names[in]);
+        snprintf(what, sizeof what, "Q of %lld queries (%s inputs)", (long long)max_tq, bench_input_names[in]);
         b.q[in] = alloc(cmd, what, (size_t)max_tq * qrow, &total, &failed);
     }
     snprintf(what, sizeof what, "V of %lld keys", (long long)max_keys);
@@ -1368,37 +565,37 @@ int cmd_bench(int argc, char **argv) {
 
     /* ---- the synthetic inputs (one buffer of the largest size; smaller cases use its first rows) ---- */
     double t_start = cli_now();
-    progress(1, "generating inputs: %lld keys, %.0f MB in all", (long long)max_keys, total * 1e-6);
-    struct rng r;
-    rng_seed(&r, (uint64_t)seed * 4 + 0);
-    gen_iid(b.v, dtype, (size_t)max_keys * (size_t)(hkv * d), &r);
-    if (b.dout) gen_iid(b.dout, dtype, (size_t)(chunk * hq * d), &r);
+    bench_progress(1, "generating inputs: %lld keys, %.0f MB in all", (long long)max_keys, total * 1e-6);
+    struct rt_rng r; /* seeds 4 seed + 1 .. 4 seed + 3: v and dout, then each kind of k and q */
+    synth_seed(&r, (uint64_t)seed * 4 + 1);
+    synth_normals(b.v, dtype, (size_t)max_keys * (size_t)(hkv * d), &r);
+    if (b.dout) synth_normals(b.dout, dtype, (size_t)(chunk * hq * d), &r);
     for (int in = 0; in < N_INPUTS; in++) {
         if (!want_in[in]) continue;
-        rng_seed(&r, (uint64_t)seed * 4 + 1 + (uint64_t)in);
+        synth_seed(&r, (uint64_t)seed * 4 + 2 + (uint64_t)in);
         if (in == IN_RANDOM) {
-            gen_iid(b.k[in], dtype, (size_t)max_keys * (size_t)(hkv * d), &r);
-            gen_iid(b.q[in], dtype, (size_t)(max_tq * hq * d), &r);
-        } else if (gen_ar1(b.k[in], dtype, max_keys, hkv, d, &r) || gen_ar1(b.q[in], dtype, max_tq, hq, d, &r)) {
+            synth_normals(b.k[in], dtype, (size_t)max_keys * (size_t)(hkv * d), &r);
+            synth_normals(b.q[in], dtype, (size_t)(max_tq * hq * d), &r);
+        } else if (synth_ar1(b.k[in], dtype, max_keys, hkv, d, &r) || synth_ar1(b.q[in], dtype, max_tq, hq, d, &r)) {
             cli_error(cmd, "out of memory");
             goto done;
         }
     }
     if (b.device) { /* once, untimed */
-        progress(1, "uploading the inputs to the %s backend", backend_name);
+        bench_progress(1, "uploading the inputs to the %s backend", backend_name);
         for (int in = 0; in < N_INPUTS; in++) {
             if (!want_in[in]) continue;
-            snprintf(what, sizeof what, "K (%s inputs)", input_names[in]);
+            snprintf(what, sizeof what, "K (%s inputs)", bench_input_names[in]);
             if (upload_input(&b, &b.k[in], INPUT_SLOT_K(in), (size_t)max_keys * krow, what, &total)) goto done;
-            snprintf(what, sizeof what, "Q (%s inputs)", input_names[in]);
+            snprintf(what, sizeof what, "Q (%s inputs)", bench_input_names[in]);
             if (upload_input(&b, &b.q[in], INPUT_SLOT_Q(in), (size_t)max_tq * qrow, what, &total)) goto done;
         }
         if (upload_input(&b, &b.v, INPUT_SLOT_V, (size_t)max_keys * krow, "V", &total)) goto done;
         if (b.dout && upload_input(&b, &b.dout, INPUT_SLOT_DOUT, (size_t)chunk * qrow, "dout", &total)) goto done;
     }
 
-    progress_clear();
-    print_header(&b);
+    bench_progress_clear();
+    bench_print_header(&b);
     int total_cases = 0, idx = 0;
     for (int in = 0; in < N_INPUTS; in++) {
         if (!want_in[in]) continue;
@@ -1414,16 +611,16 @@ int cmd_bench(int argc, char **argv) {
                 if (!want_in[in]) continue;
                 idx++;
                 if (op == OP_BACKWARD)
-                    rc = run_backward(&b, in, bwd_keys, idx, total_cases);
+                    rc = bench_run_backward(&b, in, bwd_keys, idx, total_cases);
                 else if (op == OP_CACHE)
-                    rc = run_cache(&b, in, dec_keys[i], idx, total_cases);
+                    rc = bench_run_cache(&b, in, dec_keys[i], idx, total_cases);
                 else
-                    rc = run_forward(&b, op, in, op == OP_DECODE ? dec_keys[i] : pre_keys[i], idx, total_cases);
+                    rc = bench_run_forward(&b, op, in, op == OP_DECODE ? dec_keys[i] : pre_keys[i], idx, total_cases);
                 if (rc != CLI_OK) goto done;
             }
     }
-    progress(1, "done: %d cases in %.1f s", total_cases, cli_now() - t_start);
-    if (stderr_tty) fputc('\n', stderr);
+    bench_progress(1, "done: %d cases in %.1f s", total_cases, cli_now() - t_start);
+    if (bench_stderr_tty) fputc('\n', stderr);
     rc = CLI_OK;
 done:
     for (int in = 0; in < N_INPUTS; in++) {
