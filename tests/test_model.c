@@ -269,6 +269,47 @@ static void case_runtime_errors(void) {
     TH_CHECK(rt_model_load(dir, &o, &m, err, sizeof err) != 0 && m == NULL, "bad attention mode accepted");
 }
 
+/* generation_config.json (rt_gen_config_load): absent, every field, an id list, and refusals. */
+static void case_gen_config(void) {
+    if (!th_case("GENERATION_CONFIG")) return;
+    char dir[512], path[600];
+    snprintf(dir, sizeof dir, "%s/genconf", root);
+    snprintf(path, sizeof path, "%s/generation_config.json", dir);
+    mkdir(dir, 0700);
+    struct rt_gen_config g;
+    memset(&g, 0xab, sizeof g);
+    TH_CHECK(rt_gen_config_load(dir, &g, err, sizeof err) == 0, "no file: %s", err);
+    TH_CHECK(!g.has_temperature && !g.has_top_p && !g.has_top_k && !g.has_max_new && !g.do_sample_false && g.n_eos == 0,
+             "no file set a field");
+    const char *full = "{\"temperature\": 0.7, \"top_p\": 0.9, \"top_k\": 20, \"max_new_tokens\": 64, "
+                       "\"do_sample\": false, \"eos_token_id\": [2, 73440]}";
+    write_all(path, full, strlen(full));
+    TH_CHECK(rt_gen_config_load(dir, &g, err, sizeof err) == 0, "full: %s", err);
+    TH_CHECK(g.has_temperature && g.temperature == 0.7 && g.has_top_p && g.top_p == 0.9 && g.has_top_k &&
+                 g.top_k == 20 && g.has_max_new && g.max_new == 64 && g.do_sample_false,
+             "full: fields not read");
+    TH_CHECK(g.n_eos == 2 && g.eos[0] == 2 && g.eos[1] == 73440, "full: eos list (%d ids)", g.n_eos);
+    const char *one = "{\"eos_token_id\": 7, \"max_new_tokens\": -3}";
+    write_all(path, one, strlen(one));
+    TH_CHECK(rt_gen_config_load(dir, &g, err, sizeof err) == 0 && g.n_eos == 1 && g.eos[0] == 7 && !g.has_max_new &&
+                 !g.has_temperature,
+             "one id, ignored max_new_tokens: %s", err);
+    const struct {
+        const char *text, *want;
+    } bad[] = {{"[1, 2]", "must be a JSON object"},
+               {"{\"temperature\": -1}", "temperature"},
+               {"{\"top_p\": 0}", "top_p"},
+               {"{\"top_k\": 1.5}", "top_k"},
+               {"{\"eos_token_id\": [1, \"x\"]}", "eos_token_id"},
+               {"{\"top_p\": 0.5,}", "generation_config.json"}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        write_all(path, bad[i].text, strlen(bad[i].text));
+        err[0] = '\0';
+        TH_CHECK(rt_gen_config_load(dir, &g, err, sizeof err) != 0 && strstr(err, bad[i].want),
+                 "%s accepted or message \"%s\" lacks %s", bad[i].text, err, bad[i].want);
+    }
+}
+
 /* ==== loader errors ==== */
 
 /* The base checkpoint's tensors, sorted by data offset: what the variants start from. */
@@ -726,6 +767,7 @@ int main(int argc, char **argv) {
     case_threads_truncate();
     case_modes();
     case_runtime_errors();
+    case_gen_config();
     if (base_init() == 0) {
         case_safetensors_errors();
         case_config_errors();
