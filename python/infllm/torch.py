@@ -31,9 +31,11 @@ _TORCH = {v: k for k, v in _CODES.items()}
 
 _CUDA_STREAM_LEGACY = 1  # cudaStreamLegacy in cuda_runtime_api.h
 
-#: True when the ops are torch.library custom ops (torch >= 2.4): torch.compile-able.
-CUSTOM_OPS = hasattr(torch, "library") and hasattr(torch.library, "custom_op") and \
+#: True when this torch has torch.library.custom_op and register_fake (torch >= 2.4).
+CUSTOM_OP_API = hasattr(torch, "library") and hasattr(torch.library, "custom_op") and \
     hasattr(torch.library, "register_fake")
+#: Why registering the custom ops failed on such a torch (None when it did not fail, or was not tried).
+CUSTOM_OPS_ERROR = None
 
 
 class TorchAdapter:
@@ -190,30 +192,40 @@ def _backward(ctx, dout, dlse, dsel):
     return dq, dk, dv, None, None, None, None, None, None, None
 
 
-if CUSTOM_OPS:
-    _attention_fwd_op = torch.library.custom_op("infllm::attention_fwd", _attention_fwd, mutates_args=())
-    _attention_fwd_op.register_fake(_attention_fwd_fake)
-    _attention_bwd_op = torch.library.custom_op("infllm::attention_bwd", _attention_bwd, mutates_args=())
-    _attention_bwd_op.register_fake(_attention_bwd_fake)
-    _attention_fwd_op.register_autograd(_backward, setup_context=_setup_context)
-    _select_op = torch.library.custom_op("infllm::select_blocks", _select, mutates_args=())
-    _select_op.register_fake(_select_fake)
-    _compress_op = torch.library.custom_op("infllm::compress_keys", _compress, mutates_args=())
-    _compress_op.register_fake(_compress_fake)
-    _attention_apply = _attention_fwd_op
-else:
-    class _Attention(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, *inputs):
-            out, lse, sel = _attention_fwd(*inputs)
-            _setup_context(ctx, inputs, (out, lse, sel))
-            ctx.mark_non_differentiable(lse, sel)
-            return out, lse, sel
+class _Attention(torch.autograd.Function):
+    """The eager form of attention_fwd with its autograd, for torch without custom ops."""
 
-        backward = staticmethod(_backward)
+    @staticmethod
+    def forward(ctx, *inputs):
+        out, lse, sel = _attention_fwd(*inputs)
+        _setup_context(ctx, inputs, (out, lse, sel))
+        ctx.mark_non_differentiable(lse, sel)
+        return out, lse, sel
 
-    _attention_bwd_op, _select_op, _compress_op = _attention_bwd, _select, _compress
-    _attention_apply = _Attention.apply
+    backward = staticmethod(_backward)
+
+
+def _register_custom_ops():
+    fwd = torch.library.custom_op("infllm::attention_fwd", _attention_fwd, mutates_args=())
+    fwd.register_fake(_attention_fwd_fake)
+    bwd = torch.library.custom_op("infllm::attention_bwd", _attention_bwd, mutates_args=())
+    bwd.register_fake(_attention_bwd_fake)
+    fwd.register_autograd(_backward, setup_context=_setup_context)
+    select = torch.library.custom_op("infllm::select_blocks", _select, mutates_args=())
+    select.register_fake(_select_fake)
+    compress = torch.library.custom_op("infllm::compress_keys", _compress, mutates_args=())
+    compress.register_fake(_compress_fake)
+    return fwd, bwd, select, compress
+
+
+_attention_apply, _attention_bwd_op, _select_op, _compress_op = _Attention.apply, _attention_bwd, _select, _compress
+if CUSTOM_OP_API:
+    try:
+        _attention_apply, _attention_bwd_op, _select_op, _compress_op = _register_custom_ops()
+    except Exception as e:  # noqa: BLE001 -- kept in CUSTOM_OPS_ERROR (the tests fail on it); eager still works
+        CUSTOM_OPS_ERROR = "%s: %s" % (type(e).__name__, e)
+#: True when the ops are torch.library custom ops: torch.compile traces them.
+CUSTOM_OPS = CUSTOM_OP_API and CUSTOM_OPS_ERROR is None
 
 
 # ==== public functions ====
@@ -304,4 +316,5 @@ class KVCache(_kvcache.KVCache):
 
 
 __all__ = ["attention", "infllmv2_attention", "sparse_attention", "dense_attention", "attention_backward",
-           "select_blocks", "compress_keys", "KVCache", "SparseConfig", "CUSTOM_OPS"]
+           "select_blocks", "compress_keys", "KVCache", "SparseConfig", "CUSTOM_OPS", "CUSTOM_OP_API",
+           "CUSTOM_OPS_ERROR"]

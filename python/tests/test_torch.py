@@ -122,8 +122,9 @@ def test_kv_cache_on_cpu_tensors():
         assert torch.equal(cache.attention(q[-3:]), full[-3:])
 
 
-@pytest.mark.skipif(not it.CUSTOM_OPS, reason=OLD_TORCH)
+@pytest.mark.skipif(not it.CUSTOM_OP_API, reason=OLD_TORCH)
 def test_custom_ops_pass_opcheck(device):
+    assert it.CUSTOM_OPS_ERROR is None, "registering the custom ops failed: " + it.CUSTOM_OPS_ERROR
     q, k, v = make(device, torch.float32, tq=48, tk=64, seed=10)
     cfg, scale = SMALL.as_list(), 0.0
     torch.library.opcheck(torch.ops.infllm.attention_fwd.default, (q, k, v, None, None, None, cfg, scale, "auto", ""))
@@ -143,8 +144,9 @@ class TinyAttention(torch.nn.Module):
         return self.out(o.reshape(t, 64))
 
 
-@pytest.mark.skipif(not it.CUSTOM_OPS, reason=OLD_TORCH)
+@pytest.mark.skipif(not it.CUSTOM_OP_API, reason=OLD_TORCH)
 def test_torch_compile_has_no_graph_break(device):
+    assert it.CUSTOM_OPS_ERROR is None, "registering the custom ops failed: " + it.CUSTOM_OPS_ERROR
     model = TinyAttention().to(device)
     x = torch.randn(96, 32, device=device)
     explain = torch._dynamo.explain(model)(x)
