@@ -111,7 +111,9 @@ def _attention_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens
     with _device(q):
         out, lse, sel, _ = _OPS.attention(q, k, v, SparseConfig.from_list(cfg, scale), cu_seqlens_q,
                                           cu_seqlens_k, 0, mode, blocks, backend or None)
-    if sel is None:  # dense, or blocks given: nothing new to hand back (outputs may not alias inputs)
+    if sel is None or blocks is not None:
+        # dense, or blocks given (then sel IS blocks): nothing new to hand back. A custom op's
+        # output may not alias an input, and the fake implementation says width 0 here too.
         sel = torch.empty((k.shape[1], q.shape[0], 0), dtype=torch.int32, device=q.device)
     return out, lse, sel
 
@@ -235,6 +237,21 @@ def _cfg_args(config):
     return cfg.as_list(), 0.0 if cfg.scale is None else float(cfg.scale)
 
 
+def _tensor_args(**named):
+    """Refuses what is not a tensor before torch's dispatcher sees it (a custom op would raise a
+    RuntimeError about its schema instead of this TypeError); cu_seqlens given as a sequence of
+    ints become int32 tensors."""
+    out = []
+    for name, x in named.items():
+        if x is not None and not isinstance(x, torch.Tensor):
+            if name.startswith("cu_seqlens") and isinstance(x, (list, tuple)):
+                x = torch.tensor([int(v) for v in x], dtype=torch.int32)
+            else:
+                raise TypeError("%s: expected a torch.Tensor, got %s" % (name, type(x).__name__))
+        out.append(x)
+    return out
+
+
 def _check_past(q, k, past, cu_seqlens_q):
     # the batch rules themselves are checked by the library inside the op
     if past and cu_seqlens_q is not None:
@@ -248,6 +265,8 @@ def attention(q, k, v, *, config=None, past=0, mode="auto", blocks=None, cu_seql
     """The switchable InfLLM-V2 forward on tensors, differentiable in q, k, v: q [Tq, Hq, D],
     k and v [past+Tq, Hkv, D] (or packed through cu_seqlens_q/k, int32 tensors of n_seqs+1
     entries). Returns out, or (out[, lse][, blocks]) in that order (blocks is None when dense)."""
+    q, k, v, blocks, cu_seqlens_q, cu_seqlens_k = _tensor_args(q=q, k=k, v=v, blocks=blocks, cu_seqlens_q=cu_seqlens_q,
+                                                               cu_seqlens_k=cu_seqlens_k)
     _check_past(q, k, past, cu_seqlens_q)
     cfg, scale = _cfg_args(config)
     out, lse, sel = _attention_apply(q, k, v, cu_seqlens_q, cu_seqlens_k, blocks, cfg, scale, mode,
@@ -286,6 +305,8 @@ def attention_backward(q, k, v, out, lse, dout, *, blocks=None, config=None, mod
                        cu_seqlens_k=None, backend=None):
     """(dq, dk, dv) of attention() with the same arguments, given its out, lse and blocks (the
     explicit form of what autograd does; mode "sparse" when the forward was given blocks)."""
+    dout, q, k, v, out, lse, blocks, cu_seqlens_q, cu_seqlens_k = _tensor_args(
+        dout=dout, q=q, k=k, v=v, out=out, lse=lse, blocks=blocks, cu_seqlens_q=cu_seqlens_q, cu_seqlens_k=cu_seqlens_k)
     cfg, scale = _cfg_args(config)
     return _attention_bwd_op(dout, q, k, v, out, lse, blocks, cu_seqlens_q, cu_seqlens_k, cfg, scale, mode,
                              backend or "")
@@ -293,6 +314,7 @@ def attention_backward(q, k, v, out, lse, dout, *, blocks=None, config=None, mod
 
 def select_blocks(q, k, *, config=None, past=0, cu_seqlens_q=None, cu_seqlens_k=None, backend=None):
     """Stage 1: int32 [Hkv, Tq, K] ascending block indices, -1 padding, K = config.select_width(k rows)."""
+    q, k, cu_seqlens_q, cu_seqlens_k = _tensor_args(q=q, k=k, cu_seqlens_q=cu_seqlens_q, cu_seqlens_k=cu_seqlens_k)
     _check_past(q, k, past, cu_seqlens_q)
     cfg, scale = _cfg_args(config)
     return _select_op(q, k, cu_seqlens_q, cu_seqlens_k, cfg, scale, backend or "")
@@ -301,6 +323,7 @@ def select_blocks(q, k, *, config=None, past=0, cu_seqlens_q=None, cu_seqlens_k=
 def compress_keys(k, *, config=None, cu_seqlens_k=None, backend=None):
     """(c1, c2): fine and coarse compressed keys in k's dtype, rows packed by sequence (a batch
     without a complete window gives 0 rows)."""
+    k, cu_seqlens_k = _tensor_args(k=k, cu_seqlens_k=cu_seqlens_k)
     cfg, scale = _cfg_args(config)
     return _compress_op(k, cu_seqlens_k, cfg, scale, backend or "")
 
