@@ -584,13 +584,13 @@ int cmd_bench(int argc, char **argv) {
     /* ---- the synthetic inputs (one buffer of the largest size; smaller cases use its first rows) ---- */
     double t_start = cli_now();
     bench_progress(1, "generating inputs: %lld keys, %.0f MB in all", (long long)max_keys, total * 1e-6);
-    struct rt_rng r; /* seeds 4 seed + 1 .. 4 seed + 3: v and dout, then each kind of k and q */
-    synth_seed(&r, (uint64_t)seed * 4 + 1);
+    struct synth r; /* seeds 4 seed + 1 .. 4 seed + 3: v and dout, then each kind of k and q */
+    synth_seed(&r, (uint64_t)seed * 4 + 1, 1);
     synth_normals(b.v, dtype, (size_t)max_keys * (size_t)(hkv * d), &r);
     if (b.dout) synth_normals(b.dout, dtype, (size_t)(chunk * hq * d), &r);
     for (int in = 0; in < N_INPUTS; in++) {
         if (!want_in[in]) continue;
-        synth_seed(&r, (uint64_t)seed * 4 + 2 + (uint64_t)in);
+        synth_seed(&r, (uint64_t)seed * 4 + 2 + (uint64_t)in, 1);
         if (in == IN_RANDOM) {
             synth_normals(b.k[in], dtype, (size_t)max_keys * (size_t)(hkv * d), &r);
             synth_normals(b.q[in], dtype, (size_t)(max_tq * hq * d), &r);

@@ -35,8 +35,8 @@ static const char demo_usage[] =
     "\n";
 
 /* The synthetic context's Gaussian source (synth.h, as the benchmark's inputs). */
-static struct rt_rng rng;
-static double        gaussian(void) { return synth_normal(&rng); }
+static struct synth rng;
+static double       gaussian(void) { return synth_normal(&rng); }
 
 static int contains(const int32_t *row, int64_t n, int32_t b) {
     for (int64_t i = 0; i < n && row[i] >= 0; i++)
@@ -105,7 +105,7 @@ int cmd_demo(int argc, char **argv) {
     }
 
     /* ---- the synthetic context ---- */
-    synth_seed(&rng, (uint64_t)seed);
+    synth_seed(&rng, (uint64_t)seed, 0);
     for (int64_t g = 0; g < hkv; g++) {
         double norm = 0;
         for (int64_t x = 0; x < d; x++) {
@@ -126,7 +126,7 @@ int cmd_demo(int argc, char **argv) {
     for (int64_t g = 0; g < hkv; g++)
         for (int64_t n = 0; n < n_needles; n++) {
             int32_t b;
-            do b = (int32_t)(lo + (int64_t)(rt_rng_uniform(&rng) * (double)(hi - lo)));
+            do b = (int32_t)(lo + (int64_t)(synth_uniform(&rng) * (double)(hi - lo)));
             while (contains(needle + g * (n_needles + 1), n, b));
             needle[g * (n_needles + 1) + n] = b;
             needle[g * (n_needles + 1) + n + 1] = -1;
