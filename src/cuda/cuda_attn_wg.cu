@@ -275,30 +275,7 @@ __global__ void __launch_bounds__(WG_THREADS, 1)
         mbar_arrive(&sl->empty[st]);
     }
 
-    /* ---- normalise and store ---- */
-    l_a += __shfl_xor_sync(0xffffffffu, l_a, 1);
-    l_a += __shfl_xor_sync(0xffffffffu, l_a, 2);
-    l_b += __shfl_xor_sync(0xffffffffu, l_b, 1);
-    l_b += __shfl_xor_sync(0xffffffffu, l_b, 2);
-    const float inv_a = l_a > 0.f ? 1.f / l_a : 0.f, inv_b = l_b > 0.f ? 1.f / l_b : 0.f;
-#pragma unroll
-    for (int half = 0; half < 2; half++) {
-        const int r = half ? rb : ra, t = r / G;
-        if (t >= nvalid) continue;
-        const int64_t token = sq.q0 + i0 + t, h = g * G + r % G;
-        const float   inv   = half ? inv_b : inv_a;
-        const int64_t ob    = token * p.out.s0 + h * p.out.s1 + 2 * (lane % 4);
-#pragma unroll
-        for (int x = 0; x < D / 8; x++) {
-            store_any_f(p.out.data, p.out.dtype, ob + x * 8, O[4 * x + 2 * half] * inv);
-            store_any_f(p.out.data, p.out.dtype, ob + x * 8 + 1, O[4 * x + 2 * half + 1] * inv);
-        }
-        if (p.lse.data && lane % 4 == 0) {
-            const float l = half ? l_b : l_a, m = half ? m_b : m_a;
-            store_any(p.lse.data, p.lse.dtype, token * p.lse.s0 + h,
-                      l > 0.f ? ((double)m + log2((double)l)) * 0.6931471805599453 : -(double)INFINITY);
-        }
-    }
+    store_out_rows<D>(p.out, p.lse, O, m_a, m_b, l_a, l_b, ra, rb, G, nvalid, sq.q0 + i0, g, lane);
 }
 
 /* ---- host side ---- */

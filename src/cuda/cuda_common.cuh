@@ -272,6 +272,41 @@ __device__ __forceinline__ void mma_pb_16x64(float (&out)[D / 8][4], const float
     }
 }
 
+/* The epilogue of the tensor-core forward kernels (attn_mma, attn_wg): a lane holds rows ra and rb
+ * of the tile (token r / G, head r % G) as o[4x + e] over D/8 column tiles (mma.sync's fragment
+ * layout: e < 2 row ra, else rb; column 8x + 2 (lane % 4) + (e & 1)), their running maxima in
+ * log2 units and this lane's part of their sums. Reduces the sums over the row's 4 lanes, stores
+ * out = o / l for the rows of valid tokens (tok0 = the tile's first token, g the KV head) and, if
+ * asked, LSE = (m + log2 l) ln 2 (-inf for a row that saw no key). */
+template <int D>
+__device__ __forceinline__ void store_out_rows(const struct dtensor &out, const struct dtensor &lse, const float (&o)[D / 2],
+                                               float m_a, float m_b, float l_a, float l_b, int ra, int rb, int G,
+                                               int nvalid, int64_t tok0, int64_t g, int lane) {
+    l_a += __shfl_xor_sync(0xffffffffu, l_a, 1);
+    l_a += __shfl_xor_sync(0xffffffffu, l_a, 2);
+    l_b += __shfl_xor_sync(0xffffffffu, l_b, 1);
+    l_b += __shfl_xor_sync(0xffffffffu, l_b, 2);
+    const float inv_a = l_a > 0.f ? 1.f / l_a : 0.f, inv_b = l_b > 0.f ? 1.f / l_b : 0.f;
+#pragma unroll
+    for (int half = 0; half < 2; half++) {
+        const int r = half ? rb : ra, t = r / G;
+        if (t >= nvalid) continue;
+        const int64_t token = tok0 + t, h = g * G + r % G;
+        const float   inv   = half ? inv_b : inv_a;
+        const int64_t ob    = token * out.s0 + h * out.s1 + 2 * (lane % 4);
+#pragma unroll
+        for (int x = 0; x < D / 8; x++) {
+            store_any_f(out.data, out.dtype, ob + x * 8, o[4 * x + 2 * half] * inv);
+            store_any_f(out.data, out.dtype, ob + x * 8 + 1, o[4 * x + 2 * half + 1] * inv);
+        }
+        if (lse.data && lane % 4 == 0) {
+            const float l = half ? l_b : l_a, m = half ? m_b : m_a;
+            store_any(lse.data, lse.dtype, token * lse.s0 + h,
+                      l > 0.f ? ((double)m + log2((double)l)) * 0.6931471805599453 : -(double)INFINITY);
+        }
+    }
+}
+
 /* 16-byte asynchronous copy global -> shared; src_bytes 0 writes zeros (src is not read). */
 __device__ __forceinline__ void cp_async16(uint32_t dst, const void *src, int src_bytes) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes));
