@@ -1,7 +1,7 @@
 #!/bin/sh
 # dev/cuda/wg/run.sh -- one device call for the wgmma + TMA forward (src/cuda/cuda_attn_wg.cu):
-# build, SASS check, test_cuda (auto kernel choice, then the wgmma kernel forced everywhere it
-# applies), then prefill timings of the mma.sync kernel (INFLLM_CUDA_ATTN=mma) and the wgmma one
+# build, SASS check, test_cuda (auto kernel choice, the wgmma kernel forced everywhere it applies, and
+# the mma.sync forward forced), then prefill timings of the mma.sync kernel (INFLLM_CUDA_ATTN=mma) and the wgmma one
 # in the same run. Logs under $OUT (default /tmp/wg). KEYS: prefill sizes (default "32768 131072").
 set -u
 out=${OUT:-/tmp/wg}
@@ -12,7 +12,7 @@ echo "== build"
 make CUDA=1 -j16 all build/cuda/tests/test_cuda >"$out/build.log" 2>&1 || { tail -30 "$out/build.log"; exit 1; }
 echo "HGMMA in attn_wg: $(cuobjdump --dump-sass build/cuda/src/cuda/cuda_attn_wg.o | grep -c HGMMA)"
 echo "UTMALDG in attn_wg: $(cuobjdump --dump-sass build/cuda/src/cuda/cuda_attn_wg.o | grep -c UTMALDG)"
-for mode in ${MODES:-auto wg}; do
+for mode in ${MODES:-auto wg mma}; do
     echo "== test_cuda INFLLM_CUDA_ATTN=$mode"
     if [ $mode = auto ]; then e=""; else e=$mode; fi
     INFLLM_CUDA_ATTN=$e timeout ${TEST_S:-150} build/cuda/tests/test_cuda ${TEST_ARGS:-} >"$out/t.log" 2>&1
