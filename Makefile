@@ -117,6 +117,7 @@ test: all $(TESTS:%=$(BUILD)/tests/%)
 	@echo "== tool error paths"; sh tests/test_cli.sh $(BUILD)/infllm
 	@echo "== tool through a KV cache"; sh tests/test_cli_cache.sh $(BUILD)/infllm
 	@echo "== exported symbols"; sh tests/test_symbols.sh $(BUILD)
+	@echo "== tool against hostile input"; sh tests/test_hostile.sh $(BUILD)/infllm
 	@echo "== spec oracle (independent python float64 implementation)"; \
 	  python3 tests/oracle/selftest.py && python3 tests/oracle/check_cli.py --infllm $(BUILD)/infllm && \
 	  python3 tests/oracle/check_cli.py --infllm $(BUILD)/infllm --backend cpu --seed 2 --cases 80 --no-reject --tol 1e-4
@@ -157,10 +158,10 @@ FUZZ_CC      ?= clang
 FUZZ_TIME    ?= 20
 FUZZ_CFLAGS  := -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -Iinclude
 FUZZ_TARGETS := fuzz_json fuzz_tokenizer fuzz_safetensors
-FUZZ_SRC_fuzz_json        := runtime/json.c
-FUZZ_SRC_fuzz_tokenizer   := runtime/json.c runtime/errmsg.c runtime/tokenizer_load.c runtime/tokenizer_bpe.c \
+FUZZ_SRC_fuzz_json        := runtime/json.c runtime/readfile.c runtime/errmsg.c
+FUZZ_SRC_fuzz_tokenizer   := runtime/json.c runtime/readfile.c runtime/errmsg.c runtime/tokenizer_load.c runtime/tokenizer_bpe.c \
                              runtime/tokenizer_decode.c runtime/tokenizer_write.c
-FUZZ_SRC_fuzz_safetensors := runtime/json.c runtime/errmsg.c runtime/safetensors.c
+FUZZ_SRC_fuzz_safetensors := runtime/json.c runtime/readfile.c runtime/errmsg.c runtime/safetensors.c
 build/fuzz/%: fuzz/%.c $(FUZZ_SRC_fuzz_tokenizer) $(FUZZ_SRC_fuzz_safetensors)
 	@mkdir -p build/fuzz
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_SRC_$*)
@@ -182,6 +183,7 @@ check: test
 	@set -e; for t in $(TESTS); do echo "== $$t (asan+ubsan)"; build/san/tests/$$t; done
 	@echo "== tool error paths (asan+ubsan)"; sh tests/test_cli.sh build/san/infllm
 	@echo "== tool through a KV cache (asan+ubsan)"; sh tests/test_cli_cache.sh build/san/infllm
+	@echo "== tool against hostile input (asan+ubsan)"; sh tests/test_hostile.sh build/san/infllm
 	@echo "all checks passed"
 
 # The cuda backend against the ref over a sweep (tests/test_cuda.c); on a machine without a GPU it

@@ -8,6 +8,8 @@
 #define _POSIX_C_SOURCE 200809L
 #include "json.h"
 
+#include "readfile.h"
+
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -532,37 +534,9 @@ int json_parse(const void *buf, size_t len, const struct json_parse_options *opt
 int json_parse_file(const char *path, const struct json_parse_options *opt, struct json_doc **out, char *err,
                     size_t errlen) {
     if (out) *out = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        if (err && errlen) snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
-        return -1;
-    }
-    char  *buf = NULL;
-    size_t n = 0, cap = 0;
-    for (;;) {
-        if (n == cap) {
-            size_t ncap = cap ? cap * 2 : 1 << 16;
-            char  *q    = realloc(buf, ncap);
-            if (!q) {
-                free(buf);
-                fclose(f);
-                if (err && errlen) snprintf(err, errlen, "%s: out of memory", path);
-                return -1;
-            }
-            buf = q;
-            cap = ncap;
-        }
-        size_t k = fread(buf + n, 1, cap - n, f);
-        n += k;
-        if (k == 0) break;
-    }
-    int rd_err = ferror(f);
-    fclose(f);
-    if (rd_err) {
-        free(buf);
-        if (err && errlen) snprintf(err, errlen, "%s: read error", path);
-        return -1;
-    }
+    char  *buf;
+    size_t n;
+    if (rt_read_file(path, RT_MAX_JSON_BYTES, &buf, &n, err, errlen) != 0) return -1;
     char msg[512];
     int  rc = json_parse(buf, n, opt, out, msg, sizeof msg);
     free(buf);

@@ -9,6 +9,7 @@
 #include "errmsg.h"
 
 #include "json.h"
+#include "readfile.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -254,14 +255,10 @@ bad:
 
 int st_open(const char *path, struct st_file *out, char *err, size_t errlen) {
     memset(out, 0, sizeof *out);
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) return rt_fail(err, errlen, "%s: cannot open: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        return rt_fail(err, errlen, "%s: not a regular file", path);
-    }
-    size_t len = (size_t)st.st_size;
+    int64_t size;
+    int     fd = rt_open_regular(path, &size, err, errlen);
+    if (fd < 0) return -1;
+    size_t len = (size_t)size;
     if (len == 0) {
         close(fd);
         return rt_fail(err, errlen, "%s: empty file", path);

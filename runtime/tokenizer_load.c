@@ -8,6 +8,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include "json.h"
+#include "readfile.h"
 #include "tokenizer_impl.h"
 
 #include <errno.h>
@@ -667,48 +668,12 @@ int tok_load_buffer(const void *json, size_t json_len, const void *config, size_
     return 0;
 }
 
-static int read_file(const char *path, char **buf, size_t *len, char *err, size_t errlen) {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        if (err && errlen) snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
-        return -1;
-    }
-    char  *b = NULL;
-    size_t n = 0, cap = 0;
-    for (;;) {
-        if (n == cap) {
-            cap     = cap ? cap * 2 : 1 << 16;
-            char *q = realloc(b, cap);
-            if (!q) {
-                free(b);
-                fclose(f);
-                if (err && errlen) snprintf(err, errlen, "%s: out of memory", path);
-                return -1;
-            }
-            b = q;
-        }
-        size_t k = fread(b + n, 1, cap - n, f);
-        n += k;
-        if (k == 0) break;
-    }
-    int bad = ferror(f);
-    fclose(f);
-    if (bad) {
-        free(b);
-        if (err && errlen) snprintf(err, errlen, "%s: read error", path);
-        return -1;
-    }
-    *buf = b;
-    *len = n;
-    return 0;
-}
-
 int tok_load(const char *path, const char *config_path, struct tok **out, char *err, size_t errlen) {
     char  *js = NULL, *cs = NULL;
     size_t jl = 0, cl = 0;
     if (out) *out = NULL;
-    if (read_file(path, &js, &jl, err, errlen) != 0) return -1;
-    if (config_path && read_file(config_path, &cs, &cl, err, errlen) != 0) {
+    if (rt_read_file(path, RT_MAX_JSON_BYTES, &js, &jl, err, errlen) != 0) return -1;
+    if (config_path && rt_read_file(config_path, RT_MAX_JSON_BYTES, &cs, &cl, err, errlen) != 0) {
         free(js);
         return -1;
     }

@@ -88,7 +88,7 @@ has "$work/out" "usage: infllm run" "help"
 run 1 "missing model dir" --model "$work/nope" --prompt x
 has "$work/err" "nope/tokenizer.json" "missing model dir"
 run 1 "missing prompt file" --model "$m" --prompt-file "$work/nope.txt"
-has "$work/err" "cannot read" "missing prompt file"
+has "$work/err" "cannot open" "missing prompt file"
 run 1 "prompt longer than the context" --model "$m" --prompt "$long" --context 8
 has "$work/err" "the context holds 8" "prompt longer than the context"
 b=$work/broken

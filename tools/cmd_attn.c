@@ -198,6 +198,7 @@ static int stage_in(const char *cmd, struct ifl_ctx *ctx, struct ifl_tensor *t, 
  * backend's results should lose nothing before the final rounding to float32. */
 struct output {
     const char       *path;
+    int               idx; /* its index in the command's output set */
     void             *host;
     void             *buf;
     struct ifl_tensor t;
@@ -205,7 +206,7 @@ struct output {
 
 static int make_output(const char *cmd, struct ifl_ctx *ctx, struct output *o, const char *path,
                        enum ifl_dtype dtype, int ndim, const int64_t *shape) {
-    o->path = path;
+    o->path = path; /* o->idx was set when the command line declared it */
     o->t    = ifl_tensor_make(NULL, dtype, ndim, shape);
     o->host = malloc((size_t)tensor_bytes(&o->t));
     if (o->host == NULL || ifl_buffer_alloc(ctx, (size_t)tensor_bytes(&o->t), &o->buf) != IFL_STATUS_OK) {
@@ -216,7 +217,7 @@ static int make_output(const char *cmd, struct ifl_ctx *ctx, struct output *o, c
     return CLI_OK;
 }
 
-static int write_output(const char *cmd, struct ifl_ctx *ctx, const struct output *o) {
+static int write_output(const char *cmd, struct ifl_ctx *ctx, struct out_set *set, const struct output *o) {
     if (o->path == NULL) return CLI_OK;
     char err[512];
     if (ifl_buffer_download(ctx, o->host, o->t.data, (size_t)tensor_bytes(&o->t)) != IFL_STATUS_OK) {
@@ -229,7 +230,7 @@ static int write_output(const char *cmd, struct ifl_ctx *ctx, const struct outpu
         for (int64_t i = 0; i < tensor_bytes(&o->t) / 8; i++) f[i] = (float)x[i];
     }
     enum ifl_dtype file_dtype = o->t.dtype == IFL_DTYPE_F64 ? IFL_DTYPE_F32 : o->t.dtype;
-    if (npy_write(o->path, file_dtype, o->t.ndim, o->t.shape, o->host, err, sizeof err) != 0) {
+    if (npy_write(set, o->idx, file_dtype, o->t.ndim, o->t.shape, o->host, err, sizeof err) != 0) {
         cli_error(cmd, "%s", err);
         return CLI_FAILURE;
     }
@@ -326,8 +327,33 @@ int cmd_attn(int argc, char **argv, int grad) {
     struct ifl_sparse_config cfg;
     if ((rc = cli_sparse_config(cmd, &sf, &cfg)) != CLI_OK) return rc;
 
-    /* ---- the inputs ---- */
+    /* ---- the outputs: declared (and their paths checked) before anything is computed ---- */
     struct output   out = {0}, lse = {0}, dq = {0}, dk = {0}, dv = {0}, selo = {0};
+    struct out_set  set;
+    out_set_init(&set);
+    {
+        struct output *outs[]  = {&out, &lse, &selo, &dq, &dk, &dv};
+        const char    *paths[] = {out_path, lse_path, blocks_out, dq_path, dk_path, dv_path};
+        const char    *flags[] = {"out", "lse", "blocks-out", "dq", "dk", "dv"};
+        const char    *ins[][2] = {{"q", q.path}, {"k", k.path}, {"v", v.path}, {"dout", dout.path}, {"blocks-in", sel_in.path}};
+        char           err[1024];
+        for (int i = 0; i < 6; i++) {
+            outs[i]->idx = -1;
+            if (paths[i] && (outs[i]->idx = out_set_add(&set, flags[i], paths[i], err, sizeof err)) < 0) {
+                cli_error(cmd, "%s", err);
+                out_set_abort(&set);
+                return outs[i]->idx == -2 ? CLI_USAGE : CLI_FAILURE;
+            }
+        }
+        for (int i = 0; i < 5; i++)
+            if (ins[i][1] && out_set_check_input(&set, ins[i][0], ins[i][1], err, sizeof err) != 0) {
+                cli_error(cmd, "%s", err);
+                out_set_abort(&set);
+                return CLI_USAGE;
+            }
+    }
+
+    /* ---- the inputs ---- */
     void           *staged[5] = {NULL, NULL, NULL, NULL, NULL}; /* backend copies of the inputs */
     struct ifl_ctx *ctx       = NULL;
     rc                        = CLI_FAILURE;
@@ -432,17 +458,20 @@ int cmd_attn(int argc, char **argv, int grad) {
         goto done;
     }
 
-    /* ---- outputs: only now is anything written ---- */
+    /* ---- outputs: only now is anything written, and renamed into place only when all are ---- */
     const struct output *writes[] = {&out, &lse, &dq, &dk, &dv};
     for (int i = 0; i < 5; i++)
-        if (write_output(cmd, ctx, writes[i])) goto done;
-    if (blocks_out && ran == IFL_MODE_SPARSE && !sel_in.path && write_output(cmd, ctx, &selo)) goto done;
-    if (blocks_out && ran == IFL_MODE_SPARSE && sel_in.path) { /* the selection given is the one used */
-        char err[512];
-        if (npy_write(blocks_out, IFL_DTYPE_I32, 3, sel_in.a.shape, sel_in.a.data, err, sizeof err) != 0) {
-            cli_error(cmd, "%s", err);
-            goto done;
-        }
+        if (write_output(cmd, ctx, &set, writes[i])) goto done;
+    if (blocks_out && ran == IFL_MODE_SPARSE && !sel_in.path && write_output(cmd, ctx, &set, &selo)) goto done;
+    char err[1024];
+    if (blocks_out && ran == IFL_MODE_SPARSE && sel_in.path && /* the selection given is the one used */
+        npy_write(&set, selo.idx, IFL_DTYPE_I32, 3, sel_in.a.shape, sel_in.a.data, err, sizeof err) != 0) {
+        cli_error(cmd, "%s", err);
+        goto done;
+    }
+    if (out_set_commit(&set, err, sizeof err) != 0) {
+        cli_error(cmd, "%s", err);
+        goto done;
     }
     char mode_str[96];
     if (cache_chunk > 0)
@@ -456,6 +485,7 @@ int cmd_attn(int argc, char **argv, int grad) {
            blocks_out && ran == IFL_MODE_DENSE ? " (no selection: --blocks-out not written)" : "");
     rc = CLI_OK;
 done:
+    out_set_abort(&set);
     {
         struct output *outs[] = {&out, &lse, &dq, &dk, &dv, &selo};
         for (int i = 0; i < 6; i++) free_output(ctx, outs[i]);

@@ -9,6 +9,7 @@
 #include "npy.h"
 
 #include "../runtime/model.h"
+#include "../runtime/readfile.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -32,75 +33,53 @@ static const char usage[] =
     "                        positions run sparse, as in the reference implementation\n"
     "  --kv-dtype T          auto (bf16 for 16-bit weights, f32 for f32), bf16, f32\n";
 
-/* whitespace-separated integers, or a 1-D .npy of '<i4' / '<i8' */
+/* The token ids of FILE: a 1-D .npy of '<i4' / '<i8' (the strict reader of npy.c), or text:
+ * decimal integers separated by ASCII whitespace, nothing else (a NUL byte or any other character
+ * is refused with its offset). At most RT_MAX_TOKENS_BYTES are read. */
 static int read_tokens(const char *path, int32_t **out, int64_t *n, char *err, size_t errlen) {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
-        return -1;
-    }
-    fseek(f, 0, SEEK_END);
-    long size = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    if (size < 0) size = 0;
-    unsigned char *buf = malloc((size_t)size + 1);
-    if (!buf || fread(buf, 1, (size_t)size, f) != (size_t)size) {
-        fclose(f);
-        free(buf);
-        snprintf(err, errlen, "%s: cannot read", path);
-        return -1;
-    }
-    fclose(f);
-    buf[size] = 0;
+    char  *buf;
+    size_t size;
+    *out = NULL;
+    *n   = 0;
+    if (rt_read_file(path, RT_MAX_TOKENS_BYTES, &buf, &size, err, errlen) != 0) return -1;
     int32_t *tok = NULL;
     int64_t  cnt = 0;
-    if (size >= 10 && memcmp(buf, "\x93NUMPY", 6) == 0) {
-        size_t hl  = buf[6] == 1 ? (size_t)buf[8] | (size_t)buf[9] << 8 : 0;
-        size_t off = 10;
-        if (buf[6] >= 2 && size >= 12) {
-            hl  = (size_t)buf[8] | (size_t)buf[9] << 8 | (size_t)buf[10] << 16 | (size_t)buf[11] << 24;
-            off = 12;
+    if (size >= 6 && memcmp(buf, "\x93NUMPY", 6) == 0) {
+        struct npy_array a;
+        if (npy_parse(buf, size, path, 1, &a, err, errlen) != 0) goto fail;
+        if (a.ndim != 1 || a.count < 1 || (a.dtype != IFL_DTYPE_I32 && !a.int64)) {
+            snprintf(err, errlen, "%s: expected a non-empty 1-D int32 or int64 .npy vector", path);
+            goto fail;
         }
-        if (hl == 0 || off + hl > (size_t)size) goto bad_npy;
-        char hdr[1024];
-        snprintf(hdr, sizeof hdr, "%.*s", (int)(hl < sizeof hdr - 1 ? hl : sizeof hdr - 1), (char *)buf + off);
-        int         i8 = strstr(hdr, "'<i8'") != NULL, i4 = strstr(hdr, "'<i4'") != NULL;
-        const char *sh = strstr(hdr, "'shape': (");
-        if ((!i8 && !i4) || strstr(hdr, "'fortran_order': True") || !sh) goto bad_npy;
-        char *end;
-        long long len = strtoll(sh + 10, &end, 10);
-        if (*end == ',') end++;
-        while (*end == ' ') end++;
-        if (end == sh + 10 || len < 1 || *end != ')') goto bad_npy; /* one dimension only */
-        size_t es = i8 ? 8 : 4, data = off + hl;
-        if ((size_t)len > ((size_t)size - data) / es) goto bad_npy;
-        tok = malloc(sizeof *tok * (size_t)len);
+        tok = malloc(sizeof *tok * (size_t)a.count);
         if (!tok) goto oom;
-        for (long long i = 0; i < len; i++) {
+        const unsigned char *d = (const unsigned char *)buf + a.offset;
+        for (int64_t i = 0; i < a.count; i++) {
             int64_t v = 0;
-            for (size_t b = 0; b < es; b++) v |= (int64_t)buf[data + (size_t)i * es + b] << (8 * b);
-            if (es == 4) v = (int32_t)(uint32_t)v;
+            for (size_t b = 0; b < a.esize; b++) v |= (int64_t)((uint64_t)d[(size_t)i * a.esize + b] << (8 * b));
+            if (a.esize == 4) v = (int32_t)(uint32_t)v;
             if (v < 0 || v > INT32_MAX) {
-                snprintf(err, errlen, "%s: token %lld has the id %lld", path, i, (long long)v);
-                free(tok), free(buf);
-                return -1;
+                snprintf(err, errlen, "%s: token %lld has the id %lld", path, (long long)i, (long long)v);
+                goto fail;
             }
             tok[i] = (int32_t)v;
         }
-        cnt = len;
+        cnt = a.count;
     } else {
         int64_t cap = 0;
-        char   *p   = (char *)buf;
+        size_t  i   = 0;
         for (;;) {
-            while (*p && isspace((unsigned char)*p)) p++;
-            if (!*p) break;
-            char     *end;
-            long long v = strtoll(p, &end, 10);
-            if (end == p || (*end && !isspace((unsigned char)*end)) || v < 0 || v > INT32_MAX) {
-                snprintf(err, errlen, "%s: token %lld: '%.20s' is not a non-negative integer", path,
-                         (long long)cnt, p);
-                free(tok), free(buf);
-                return -1;
+            while (i < size && isspace((unsigned char)buf[i])) i++;
+            if (i == size) break;
+            size_t start = i;
+            int64_t v    = 0;
+            while (i < size && isdigit((unsigned char)buf[i]) && v <= INT32_MAX) v = v * 10 + (buf[i++] - '0');
+            if (i == start || v > INT32_MAX || (i < size && !isspace((unsigned char)buf[i]))) {
+                size_t bad = i == start || v > INT32_MAX ? start : i;
+                snprintf(err, errlen, "%s: token %lld at byte %zu: %s", path, (long long)cnt, bad,
+                         v > INT32_MAX ? "larger than 2^31-1" : buf[bad] == '\0' ? "a NUL byte, expected an integer"
+                                                                               : "expected a non-negative integer");
+                goto fail;
             }
             if (cnt == cap) {
                 cap         = cap ? 2 * cap : 256;
@@ -109,23 +88,18 @@ static int read_tokens(const char *path, int32_t **out, int64_t *n, char *err, s
                 tok = nt;
             }
             tok[cnt++] = (int32_t)v;
-            p          = end;
         }
         if (cnt == 0) {
             snprintf(err, errlen, "%s: no token ids", path);
-            free(tok), free(buf);
-            return -1;
+            goto fail;
         }
     }
     free(buf);
     *out = tok, *n = cnt;
     return 0;
-bad_npy:
-    snprintf(err, errlen, "%s: expected a 1-D little-endian int32 or int64 .npy vector in C order", path);
-    free(tok), free(buf);
-    return -1;
 oom:
     snprintf(err, errlen, "%s: out of memory", path);
+fail:
     free(tok), free(buf);
     return -1;
 }
@@ -165,17 +139,27 @@ int cmd_logits(int argc, char **argv) {
         cli_error("logits", "--kv-dtype %s: expected auto, bf16 or f32", kv);
         return CLI_USAGE;
     }
-    char     err[1024];
+    char           err[1024];
+    struct out_set set; /* the output is checked before the model is loaded */
+    out_set_init(&set);
+    int oi = out_set_add(&set, "out", out, err, sizeof err);
+    if (oi < 0 || out_set_check_input(&set, "tokens", tokens, err, sizeof err) != 0) {
+        cli_error("logits", "%s", err);
+        out_set_abort(&set);
+        return oi == -1 ? CLI_FAILURE : CLI_USAGE;
+    }
     int32_t *tok = NULL;
     int64_t  n   = 0;
     if (read_tokens(tokens, &tok, &n, err, sizeof err) != 0) {
         cli_error("logits", "%s", err);
+        out_set_abort(&set);
         return CLI_FAILURE;
     }
     struct rt_model *m;
     if (rt_model_load(model, &o, &m, err, sizeof err) != 0) {
         cli_error("logits", "%s", err);
         free(tok);
+        out_set_abort(&set);
         return CLI_FAILURE;
     }
     const int64_t V   = rt_model_config(m)->vocab_size;
@@ -198,12 +182,14 @@ int cmd_logits(int argc, char **argv) {
         }
     }
     int64_t shape[2] = {n, V};
-    if (npy_write(out, IFL_DTYPE_F32, 2, shape, lg, err, sizeof err) != 0) {
+    if (npy_write(&set, oi, IFL_DTYPE_F32, 2, shape, lg, err, sizeof err) != 0 ||
+        out_set_commit(&set, err, sizeof err) != 0) {
         cli_error("logits", "%s", err);
         goto done;
     }
     rc = CLI_OK;
 done:
+    out_set_abort(&set);
     free(lg);
     free(tok);
     rt_model_free(m);

@@ -6,6 +6,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include "cli.h"
+#include "outfile.h"
 
 #include "../runtime/model_init.h"
 #include "../runtime/tokenizer.h"
@@ -17,7 +18,8 @@
 static const char usage[] =
     "usage: infllm model-init --out DIR --config NAME [options]\n"
     "\n"
-    "Writes a randomly initialised checkpoint of a MiniCPM4 shape to DIR (created if needed):\n"
+    "Writes a randomly initialised checkpoint of a MiniCPM4 shape to DIR, which must be new or\n"
+    "empty (the files are written to DIR.tmp.XXXXXX, renamed to DIR when all are complete):\n"
     "config.json with the keys and values of the real config, generation_config.json, the\n"
     "weights as model.safetensors (sharded with model.safetensors.index.json above 5 GB), and a\n"
     "small tokenizer (tokenizer.json, tokenizer_config.json). Tensors are generated and written\n"
@@ -107,19 +109,25 @@ int cmd_model_init(int argc, char **argv) {
     o.shard_bytes      = shard_kb * 1024;
     o.progress         = show_progress;
     o.user             = &pr;
-    if (rt_init_write(out, &cfg, &o, err, sizeof err) != 0) {
-        if (pr.shown) fputc('\n', stderr);
+    /* the checkpoint is built in a temporary folder and renamed to --out when complete */
+    char *tmp;
+    if (out_dir_begin("out", out, &tmp, err, sizeof err) != 0) {
         cli_error("model-init", "%s", err);
         return CLI_FAILURE;
     }
     char path[4096];
-    snprintf(path, sizeof path, "%s/tokenizer.json", out);
-    if (tok_write_small(path, (int32_t)cfg.vocab_size, err, sizeof err) != 0) {
+    int  ok = rt_init_write(tmp, &cfg, &o, err, sizeof err) == 0;
+    if (!ok && pr.shown) fputc('\n', stderr);
+    ok = ok && snprintf(path, sizeof path, "%s/tokenizer.json", tmp) > 0 &&
+         tok_write_small(path, (int32_t)cfg.vocab_size, err, sizeof err) == 0;
+    ok = ok && snprintf(path, sizeof path, "%s/tokenizer_config.json", tmp) > 0 &&
+         tok_write_small_config(path, (int32_t)cfg.vocab_size, err, sizeof err) == 0;
+    if (!ok) {
+        out_dir_abort(tmp);
         cli_error("model-init", "%s", err);
         return CLI_FAILURE;
     }
-    snprintf(path, sizeof path, "%s/tokenizer_config.json", out);
-    if (tok_write_small_config(path, (int32_t)cfg.vocab_size, err, sizeof err) != 0) {
+    if (out_dir_commit("out", out, tmp, err, sizeof err) != 0) {
         cli_error("model-init", "%s", err);
         return CLI_FAILURE;
     }

@@ -12,6 +12,7 @@
 
 #include "../runtime/chat.h"
 #include "../runtime/model.h"
+#include "../runtime/readfile.h"
 #include "../runtime/sample.h"
 #include "../runtime/tokenizer.h"
 
@@ -51,38 +52,6 @@ static const char run_usage[] =
     "Exit status: 0 ok, 1 failure, 2 usage error.\n";
 
 #define MAX_STOP 32
-
-static char *read_prompt_file(const char *path, size_t *len) {
-    FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
-    if (!f) return NULL;
-    char  *b = NULL;
-    size_t n = 0, cap = 0;
-    for (;;) {
-        if (n + 1 >= cap) {
-            cap     = cap ? cap * 2 : 1 << 16;
-            char *q = realloc(b, cap);
-            if (!q) {
-                free(b);
-                b = NULL;
-                break;
-            }
-            b = q;
-        }
-        size_t k = fread(b + n, 1, cap - n - 1, f);
-        n += k;
-        if (k == 0) break;
-    }
-    if (b && ferror(f)) {
-        free(b);
-        b = NULL;
-    }
-    if (f != stdin) fclose(f);
-    if (b) {
-        b[n] = 0;
-        *len = n;
-    }
-    return b;
-}
 
 /* ---- prefill progress on stderr: a bar on a terminal, a line every ~10% otherwise ---- */
 
@@ -199,9 +168,11 @@ int cmd_run(int argc, char **argv) {
     size_t      text_len = 0;
     const char *text     = prompt;
     if (prompt_file) {
-        file_text = read_prompt_file(prompt_file, &text_len);
-        if (!file_text) {
-            cli_error(cmd, "--prompt-file %s: cannot read: %s", prompt_file, strerror(errno));
+        int bad = strcmp(prompt_file, "-") == 0
+                      ? rt_read_stream(stdin, "stdin", RT_MAX_PROMPT_BYTES, &file_text, &text_len, err, sizeof err)
+                      : rt_read_file(prompt_file, RT_MAX_PROMPT_BYTES, &file_text, &text_len, err, sizeof err);
+        if (bad) {
+            cli_error(cmd, "--prompt-file %s", err);
             goto done;
         }
         text = file_text;

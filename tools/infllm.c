@@ -3,10 +3,13 @@
  * infllm.c -- the command-line tool: subcommand dispatch, `version` and the top-level help.
  * The tool uses only the public API (include/infllm.h). Exit codes: 0 ok, 1 failure, 2 usage.
  */
+#define _POSIX_C_SOURCE 200809L
 #include "cli.h"
 
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 static const char usage[] =
     "usage: infllm <command> [options]      (infllm <command> --help for its options)\n"
@@ -39,7 +42,24 @@ static int cmd_version(int argc, char **argv) {
     return CLI_OK;
 }
 
+/* Checkpoints are memory-mapped (runtime/safetensors.c): a file truncated while the tool runs
+ * makes a later read of its pages raise SIGBUS. The tool's stance (docs/model.md): replace a
+ * checkpoint by renaming a new file over it (the running process keeps the old one), never
+ * rewrite it in place; if it happens anyway, say so and exit 1 instead of dumping core. */
+static void on_sigbus(int sig) {
+    (void)sig;
+    static const char msg[] = "infllm: a memory-mapped input file (a checkpoint) was truncated or changed "
+                              "while in use (SIGBUS); replace checkpoints by renaming, not in place\n";
+    ssize_t r = write(STDERR_FILENO, msg, sizeof msg - 1);
+    (void)r;
+    _exit(CLI_FAILURE);
+}
+
 int main(int argc, char **argv) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigbus;
+    sigaction(SIGBUS, &sa, NULL);
     if (argc < 2) {
         fputs(usage, stderr);
         return CLI_USAGE;
