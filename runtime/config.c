@@ -130,7 +130,8 @@ static int parse_sparse(struct cctx *c, const struct json_value *root, struct rt
 #define SP(KEY, DEF, LO, FIELD)                                                           \
     do {                                                                                  \
         if (get_int(c, v, KEY, "sparse_config." KEY, DEF, LO, &x) != 0) return -1;        \
-        if (x > (1 << 30)) return fail(c, "sparse_config." KEY, "%lld too large", (long long)x); \
+        if (x > RT_MAX_SPARSE_SIZE)                                                       \
+            return fail(c, "sparse_config." KEY, "%lld is above the limit %d", (long long)x, RT_MAX_SPARSE_SIZE); \
         s->FIELD = (int32_t)x;                                                            \
     } while (0)
     SP("kernel_size", 32, 1, kernel_size);
@@ -218,6 +219,11 @@ static int parse_root(struct cctx *c, const struct json_value *root, struct rt_c
         return fail(c, "num_attention_heads", "%lld does not divide hidden_size %lld", (long long)cfg->num_attention_heads, (long long)cfg->hidden_size);
     if (cfg->num_attention_heads % cfg->num_key_value_heads)
         return fail(c, "num_key_value_heads", "%lld does not divide num_attention_heads %lld", (long long)cfg->num_key_value_heads, (long long)cfg->num_attention_heads);
+    /* every value is below 2^31 here, so these products fit in int64 */
+    const int64_t H = cfg->hidden_size, kv_width = H / cfg->num_attention_heads * cfg->num_key_value_heads;
+    if (cfg->vocab_size * H > RT_MAX_MATRIX_ELEMENTS || cfg->intermediate_size * H > RT_MAX_MATRIX_ELEMENTS ||
+        H * H > RT_MAX_MATRIX_ELEMENTS || kv_width * H > RT_MAX_MATRIX_ELEMENTS)
+        return fail(c, "vocab_size/hidden_size/intermediate_size", "a weight matrix would have more than 2^40 elements");
     cfg->head_dim = cfg->hidden_size / cfg->num_attention_heads;
     if (cfg->head_dim % 2 || cfg->head_dim > 256)
         return fail(c, "num_attention_heads", "head dim hidden_size/num_attention_heads = %lld must be even and at most 256", (long long)cfg->head_dim);

@@ -22,6 +22,15 @@ enum rt_rope_type {
     RT_ROPE_LINEAR,   /* positions divided by factor */
 };
 
+/* Limits checked before any arithmetic on the values (docs/model.md): every sparse_config size
+ * (kernel_size, kernel_stride, block_size, window_size, topk, init_blocks) at most
+ * RT_MAX_SPARSE_SIZE, so 4 x kernel_size (the coarse kernel) and the selection width stay far
+ * inside int32; vocab_size, hidden_size, intermediate_size, max_position_embeddings below 2^31,
+ * num_hidden_layers at most 100000; every weight matrix at most RT_MAX_MATRIX_ELEMENTS elements,
+ * so its byte count never overflows. */
+#define RT_MAX_SPARSE_SIZE     (1 << 20)
+#define RT_MAX_MATRIX_ELEMENTS ((int64_t)1 << 40)
+
 struct rt_sparse {
     int     present;              /* sparse_config was given (non-null) */
     int32_t kernel_size;          /* 32 */

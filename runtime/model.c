@@ -25,7 +25,8 @@ struct rt_model_options rt_model_options_default(void) {
 }
 
 /* The sparse config of the caches: the checkpoint's sparse_config (coarse kernel 4x the fine
- * one, MiniCPM4.1's rule), libinfllm's defaults without one; dense_len by the mode. */
+ * one, MiniCPM4.1's rule), libinfllm's defaults without one; dense_len by the mode. The sizes are
+ * at most RT_MAX_SPARSE_SIZE (config.c), so 4x never overflows int32. */
 static struct ifl_sparse_config cache_config(const struct rt_config *c, int attention) {
     struct ifl_sparse_config s = ifl_sparse_config_default();
     const struct rt_sparse  *p = &c->sparse;

@@ -188,6 +188,34 @@ rm -f mf/tokenizer.json && cp m/tokenizer.json mf/ && rm -f mf/config.json && mk
 run_bounded run --model mf --prompt hi --max-tokens 2
 expect "a FIFO as config.json is refused, no hang" 1 "not a regular file"
 
+echo "== 6: sizes in config.json checked before arithmetic"
+mkdir big
+cp m/model.safetensors m/tokenizer.json m/tokenizer_config.json big/
+python3 - <<'EOF' || exit 1
+import json
+c = json.load(open("m/config.json"))
+c["sparse_config"] = {"kernel_size": 1 << 30, "kernel_stride": 16, "block_size": 64, "window_size": 2048, "topk": 64,
+                      "init_blocks": 1, "dense_len": 8192}
+json.dump(c, open("big/config.json", "w"))
+c = json.load(open("m/config.json"))
+c["vocab_size"], c["hidden_size"] = (1 << 31) - 1, 1 << 20
+json.dump(c, open("big/config_vocab.json", "w"))
+EOF
+run run --model big --prompt hi --max-tokens 1
+expect "sparse_config kernel_size 2^30 is refused by its limit" 1 "above the limit"
+mv big/config_vocab.json big/config.json
+run run --model big --prompt hi --max-tokens 1
+expect "vocab_size x hidden_size beyond 2^40 is refused" 1 "2^40 elements"
+
+echo "== 7: negative and huge flags refused, never defaults"
+for f in "--coarse-kernel-stride -3" "--coarse-kernel-size -5" "--kernel-size 1073741824" "--window -64" "--scale inf" "--scale 1e999"; do
+    run $A --out o7.npy $f
+    expect "attn $f is a usage error" 2 "${f%% *}"
+done
+run run --model m --prompt hi --temperature nan
+expect "run --temperature nan is a usage error" 2 "--temperature"
+absent "no output written" o7.npy
+
 echo "== 7: strict .npy headers and token files"
 # rawnpy PATH HEADER [DATA_BYTES]: a version 1.0 file with exactly this header text (+ "\n")
 rawnpy() {

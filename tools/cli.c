@@ -6,6 +6,7 @@
 #include "cli.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,8 +49,8 @@ static int set_value(const char *cmd, struct cli_opt *o, const char *val) {
     }
     case CLI_REAL: {
         double v = strtod(val, &end);
-        if (errno || end == val || *end != '\0') {
-            cli_error(cmd, "--%s expects a number, got '%s'", o->name, val);
+        if (errno || end == val || *end != '\0' || !isfinite(v)) { /* no flag means NaN or Inf */
+            cli_error(cmd, "--%s expects a finite number, got '%s'", o->name, val);
             return CLI_USAGE;
         }
         *(double *)o->dst = v;
@@ -106,8 +107,8 @@ void cli_sparse_flags_default(struct cli_sparse_flags *f) {
     f->block_size           = c.block_size;
     f->kernel_size          = c.kernel_size;
     f->kernel_stride        = c.kernel_stride;
-    f->coarse_kernel_size   = -1;
-    f->coarse_kernel_stride = -1;
+    f->coarse_kernel_size   = 0; /* 0: not given, 4 x the fine kernel's */
+    f->coarse_kernel_stride = 0;
     f->init_blocks          = c.init_blocks;
     f->window               = c.window_size;
     f->topk                 = c.topk;
@@ -117,17 +118,18 @@ void cli_sparse_flags_default(struct cli_sparse_flags *f) {
 }
 
 int cli_sparse_opts(struct cli_sparse_flags *f, struct cli_opt *o) {
-    const long long big = (long long)1 << 30;
+    /* the documented limits (cli.h), checked before any arithmetic on the values */
+    const long long size = CLI_MAX_SPARSE_SIZE, len = CLI_MAX_LENGTH;
     const struct cli_opt list[CLI_SPARSE_N_OPTS] = {
-        {"block-size", CLI_INT, &f->block_size, -big, big, 0},
-        {"kernel-size", CLI_INT, &f->kernel_size, -big, big, 0},
-        {"kernel-stride", CLI_INT, &f->kernel_stride, -big, big, 0},
-        {"coarse-kernel-size", CLI_INT, &f->coarse_kernel_size, -big, big, 0},
-        {"coarse-kernel-stride", CLI_INT, &f->coarse_kernel_stride, -big, big, 0},
-        {"init-blocks", CLI_INT, &f->init_blocks, -big, big, 0},
-        {"window", CLI_INT, &f->window, -big, big, 0},
-        {"topk", CLI_INT, &f->topk, -big, big, 0},
-        {"dense-len", CLI_INT, &f->dense_len, -big * big, big * big, 0},
+        {"block-size", CLI_INT, &f->block_size, 1, size, 0},
+        {"kernel-size", CLI_INT, &f->kernel_size, 1, size, 0},
+        {"kernel-stride", CLI_INT, &f->kernel_stride, 1, size, 0},
+        {"coarse-kernel-size", CLI_INT, &f->coarse_kernel_size, 1, size, 0},
+        {"coarse-kernel-stride", CLI_INT, &f->coarse_kernel_stride, 1, size, 0},
+        {"init-blocks", CLI_INT, &f->init_blocks, 0, size, 0},
+        {"window", CLI_INT, &f->window, 0, len, 0},
+        {"topk", CLI_INT, &f->topk, 1, size, 0},
+        {"dense-len", CLI_INT, &f->dense_len, -1, len, 0},
         {"lse-mode", CLI_STR, &f->lse_mode, 0, 0, 0},
         {"scale", CLI_REAL, &f->scale, 0, 0, 0},
     };
@@ -146,6 +148,7 @@ const char cli_sparse_help[] =
     "  --window N                local window in tokens, a multiple of the block size (2048)\n"
     "  --topk N                  dynamic block budget; a row lists topk + window/block blocks (64)\n"
     "  --dense-len N             fewer keys than this run dense; -1 = always sparse (8192)\n"
+    "  (sizes 1..2^20, --init-blocks 0..2^20, --window and --dense-len up to 2^40)\n"
     "  --lse-mode approx|exact   stage-1 normaliser over coarse or fine keys (approx)\n"
     "  --scale S                 softmax scale of both stages (1/sqrt(head dim))\n";
 
@@ -154,8 +157,8 @@ int cli_sparse_config(const char *cmd, const struct cli_sparse_flags *f, struct 
     cfg->block_size           = (int32_t)f->block_size;
     cfg->kernel_size          = (int32_t)f->kernel_size;
     cfg->kernel_stride        = (int32_t)f->kernel_stride;
-    cfg->coarse_kernel_size   = (int32_t)(f->coarse_kernel_size < 0 ? 4 * f->kernel_size : f->coarse_kernel_size);
-    cfg->coarse_kernel_stride = (int32_t)(f->coarse_kernel_stride < 0 ? 4 * f->kernel_stride : f->coarse_kernel_stride);
+    cfg->coarse_kernel_size   = (int32_t)(f->coarse_kernel_size == 0 ? 4 * f->kernel_size : f->coarse_kernel_size);
+    cfg->coarse_kernel_stride = (int32_t)(f->coarse_kernel_stride == 0 ? 4 * f->kernel_stride : f->coarse_kernel_stride);
     cfg->init_blocks          = (int32_t)f->init_blocks;
     cfg->window_size          = (int32_t)f->window;
     cfg->topk                 = (int32_t)f->topk;

@@ -29,8 +29,13 @@ struct cli_opt {
  * returns CLI_USAGE; returns CLI_HELP for -h/--help; else CLI_OK. */
 int cli_parse(const char *cmd, int argc, char **argv, int first, struct cli_opt *opts, int n_opts);
 
-/* The sparse-config flags shared by attn, grad, demo and bench. coarse sizes < 0 mean "4x the
- * fine kernel" (MiniCPM4.1's rule). */
+/* The sparse-config flags shared by attn, grad, demo and bench. Limits: block, kernel and coarse
+ * sizes and strides, topk and init-blocks at most CLI_MAX_SPARSE_SIZE (sizes >= 1, init-blocks
+ * >= 0), window 0..CLI_MAX_LENGTH, dense-len -1..CLI_MAX_LENGTH; anything else is a usage error
+ * (a negative value never means a default). Coarse sizes not given (0) are 4x the fine kernel's
+ * (MiniCPM4.1's rule). */
+#define CLI_MAX_SPARSE_SIZE (1LL << 20)
+#define CLI_MAX_LENGTH      (1LL << 40)
 struct cli_sparse_flags {
     long long block_size, kernel_size, kernel_stride, coarse_kernel_size, coarse_kernel_stride;
     long long init_blocks, window, topk, dense_len;
