@@ -65,7 +65,8 @@ RT_API void                    rt_model_reset(struct rt_model *m);          /* e
 
 /* Appends tokens (prefill in chunks of `chunk` tokens, 0 = 512; progress(user, done, total)
  * after each chunk, may be NULL) and writes the logits of the LAST token into logits[vocab]
- * (NULL: none). On error the caches are taken back to their length before the call. */
+ * (NULL: none). On error the caches are taken back to their length before the call. Here and in
+ * decode and forward, a logit that is NaN or infinite is an error (the forward pass overflowed). */
 RT_API int rt_model_prefill(struct rt_model *m, const int32_t *tokens, int64_t n, int64_t chunk,
                             void (*progress)(void *user, int64_t done, int64_t total), void *user,
                             float *logits, char *err, size_t errlen);

@@ -161,5 +161,16 @@ int rt_model_run_chunk(struct rt_model *m, const int32_t *tokens, int64_t n, flo
         for (int64_t j = 0; j < c->num_hidden_layers; j++) ifl_kv_cache_truncate(m->ctx, m->layers[j].cache, 0, len);
         return rt_fail(err, errlen, "out of memory");
     }
+    /* The tokens were valid, so a NaN or Inf logit means the forward pass left float32's range
+     * (weights or activations): an error, for generation and for `infllm logits` alike. */
+    for (int64_t i = 0; i < rows * c->vocab_size; i++)
+        if (!isfinite(logits[i])) {
+            for (int64_t j = 0; j < c->num_hidden_layers; j++) ifl_kv_cache_truncate(m->ctx, m->layers[j].cache, 0, len);
+            return rt_fail(err, errlen,
+                           "the logit of token id %lld at position %lld is %s: the forward pass left the float32 "
+                           "range (the checkpoint's weights or activations overflow)",
+                           (long long)(i % c->vocab_size), (long long)(len + (all ? i / c->vocab_size : n - 1)),
+                           isnan(logits[i]) ? "NaN" : "infinite");
+        }
     return 0;
 }

@@ -216,6 +216,55 @@ run run --model m --prompt hi --temperature nan
 expect "run --temperature nan is a usage error" 2 "--temperature"
 absent "no output written" o7.npy
 
+echo "== 8: outputs checked for finiteness; the cpu backend does not overflow where ref does not"
+python3 - "$HERE/oracle" <<'EOF' || exit 1
+import sys
+sys.path.insert(0, sys.argv[1])
+import npy
+npy.save("vhuge.npy", [3e38 if i % 3 else -3e38 for i in range(144)], (9, 2, 8), "<f4")
+npy.save("qhuge.npy", [3e38] * 160, (5, 4, 8), "<f4")
+npy.save("kones.npy", [1.0] * 144, (9, 2, 8), "<f4")
+EOF
+run attn --q q.npy --k k.npy --v v.npy --out o8.npy --lse l8.npy --scale 1e308
+expect "--scale 1e308: a non-finite LSE is exit 1" 1 "not finite"
+run attn --q qhuge.npy --k kones.npy --v v.npy --out o8.npy --lse l8.npy
+expect "Q of 3e38: LSE +Inf is exit 1" 1 "not finite"
+absent "nothing written for non-finite outputs" o8.npy l8.npy
+"$BIN" attn --q q.npy --k k.npy --v vhuge.npy --out o8ref.npy >/dev/null 2>err
+rc=$?
+expect "V of +-3e38 on ref: finite" 0
+if "$BIN" version | grep -qw cpu; then
+    run attn --q q.npy --k k.npy --v vhuge.npy --out o8cpu.npy --backend cpu
+    expect "V of +-3e38 on cpu: finite like ref (no overflow to +Inf)" 0
+    python3 - "$HERE/oracle" <<'EOF' && ok "cpu matches ref within 1e-6 relative at V = 3e38" || bad "cpu differs from ref at V = 3e38"
+import sys
+sys.path.insert(0, sys.argv[1])
+import npy
+a, b = npy.load("o8cpu.npy")[0], npy.load("o8ref.npy")[0]
+sys.exit(0 if max(abs(x - y) for x, y in zip(a, b)) <= 1e-6 * 3e38 else 1)
+EOF
+fi
+
+mkdir ovf
+cp m/config.json m/model.safetensors m/tokenizer.json m/tokenizer_config.json ovf/
+# the final norm's weights at bfloat16's largest finite value: finite weights, overflowing logits
+python3 - <<'EOF' || exit 1
+import json, struct
+b = bytearray(open("ovf/model.safetensors", "rb").read())
+n = struct.unpack("<Q", b[:8])[0]
+t = json.loads(b[8:8 + n])["model.norm.weight"]
+assert t["dtype"] == "BF16"
+lo, hi = t["data_offsets"]
+b[8 + n + lo:8 + n + hi] = b"\x7f\x7f" * ((hi - lo) // 2)
+open("ovf/model.safetensors", "wb").write(bytes(b))
+EOF
+echo "1 2 3" >tok8.txt
+run logits --model ovf --tokens tok8.txt --out l8.npy
+expect "logits: a checkpoint whose activations overflow is exit 1" 1 "float32 range"
+absent "no NaN logits written" l8.npy
+run run --model ovf --prompt hi --max-tokens 2
+expect "run: the same checkpoint, the same rule" 1 "float32 range"
+
 echo "== 7: strict .npy headers and token files"
 # rawnpy PATH HEADER [DATA_BYTES]: a version 1.0 file with exactly this header text (+ "\n")
 rawnpy() {

@@ -230,6 +230,17 @@ static int write_output(const char *cmd, struct ifl_ctx *ctx, struct out_set *se
         for (int64_t i = 0; i < tensor_bytes(&o->t) / 8; i++) f[i] = (float)x[i];
     }
     enum ifl_dtype file_dtype = o->t.dtype == IFL_DTYPE_F64 ? IFL_DTYPE_F32 : o->t.dtype;
+    /* the inputs were finite (checked when read), so a NaN or Inf here means the result left
+     * float32's range: an error, never a file of Infs with exit 0 */
+    int64_t           pos[IFL_MAX_DIMS] = {0};
+    struct ifl_tensor f                 = ifl_tensor_make(o->host, file_dtype, o->t.ndim, o->t.shape);
+    if (file_dtype != IFL_DTYPE_I32 && ifl_tensor_find_nonfinite(&f, pos)) {
+        char at[96];
+        cli_error(cmd, "--%s %s: element %s is not finite although the inputs are: the result leaves the "
+                       "float32 range (--scale too large, or values near the float32 limit?)",
+                  set->t[o->idx].flag, o->path, npy_shape_str(o->t.ndim, pos, at, sizeof at));
+        return CLI_FAILURE;
+    }
     if (npy_write(set, o->idx, file_dtype, o->t.ndim, o->t.shape, o->host, err, sizeof err) != 0) {
         cli_error(cmd, "%s", err);
         return CLI_FAILURE;

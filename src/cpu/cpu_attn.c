@@ -75,10 +75,16 @@ static void fwd_task(void *arg, int64_t task, int thread) {
         load_row(q, pb->q, ifl__off3(pb->q, sq->q0 + i0 + r / G, g * G + r % G, 0), D);
         for (int64_t d = 0; d < D; d++) q[d] *= qscale;
         for (int64_t d = D; d < dp; d++) q[d] = 0;
-        m[r] = -INFINITY, l[r] = 0;
     }
-    memset(O, 0, (size_t)(M * dp) * sizeof *O);
 
+    /* O accumulates sum_j p_j v_j with every p_j <= 1 before the division by l, so values near
+     * the float32 limit can overflow it (V = 3e38, a few keys) where the normalised result fits.
+     * Such a task runs again with P scaled by 2^-e, e such that the number of keys times max|v|
+     * fits; the power of two is exact, and the result is multiplied back at the end. */
+    float pscale = 1.0f;
+again:
+    for (int64_t r = 0; r < M; r++) m[r] = -INFINITY, l[r] = 0;
+    memset(O, 0, (size_t)(M * dp) * sizeof *O);
     const struct ifl_tensor *sel = pb->sel;
     const int64_t            width = job->sparse ? sel->shape[2] : 0;
     for (int64_t k = 0; k < nt; k++) cursor[k] = 0;
@@ -122,11 +128,22 @@ static void fwd_task(void *arg, int64_t task, int thread) {
         }
         mk_qk((const float *const *)qp, n, kt, np, D, np, S, np);
         softmax_tile(S, np, n, np, valid, mp, lp, op, dp);
+        if (pscale != 1.0f)
+            for (int64_t i = 0; i < n * np; i++) S[i] *= pscale;
         mk_pv(S, np, n, nmax, vv, dp, dp, op);
+    }
+    if (pscale == 1.0f) {
+        int finite = 1;
+        for (int64_t i = 0; i < M * dp && finite; i++) finite = isfinite(O[i]);
+        if (!finite) {
+            /* at most p0 + nt keys < 2^(ilogb + 1): with e = ilogb + 2, |O| <= max|v| / 2 */
+            pscale = ldexpf(1.0f, -(ilogb((double)(p0 + nt)) + 2));
+            goto again;
+        }
     }
     for (int64_t r = 0; r < M; r++) {
         int64_t row = sq->q0 + i0 + r / G, h = g * G + r % G;
-        float   inv = l[r] > 0 ? 1.0f / l[r] : 0.0f;
+        float   inv = l[r] > 0 ? 1.0f / l[r] / pscale : 0.0f;
         float  *o   = O + r * dp;
         for (int64_t d = 0; d < D; d++) o[d] *= inv;
         store_row(pb->out, ifl__off3(pb->out, row, h, 0), o, D);
