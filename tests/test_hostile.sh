@@ -265,6 +265,39 @@ absent "no NaN logits written" l8.npy
 run run --model ovf --prompt hi --max-tokens 2
 expect "run: the same checkpoint, the same rule" 1 "float32 range"
 
+echo "== 9: a memory plan before allocating"
+run $A --out o9.npy --max-memory 1M
+expect "attn over --max-memory 1M is refused with the bytes needed" 1 "needs about"
+run $G --dq dq9.npy --dk dk9.npy --dv dv9.npy --max-memory 2M
+expect "grad over --max-memory 2M is refused" 1 "needs about"
+run $A --out o9.npy --max-memory 12X
+expect "--max-memory 12X is a usage error" 2 "--max-memory"
+run $A --out o9.npy --max-memory 1G
+expect "attn within --max-memory 1G runs" 0
+rm -f o9.npy
+absent "nothing written when refused" dq9.npy dk9.npy dv9.npy
+# the estimate bounds the real peak (not under ASan, whose shadow memory inflates the RSS)
+if [ -x /usr/bin/time ] && ! nm "$BIN" 2>/dev/null | grep -q __asan_init; then
+    python3 - "$HERE/oracle" <<'EOF' || exit 1
+import sys
+sys.path.insert(0, sys.argv[1])
+import npy
+npy.save("q9.npy", [0.01 * (i % 97) for i in range(512 * 8 * 64)], (512, 8, 64), "<f4")
+npy.save("k9.npy", [0.01 * (i % 89) for i in range(4096 * 2 * 64)], (4096, 2, 64), "<f4")
+EOF
+    for be in ref cpu; do
+        est=$("$BIN" attn --q q9.npy --k k9.npy --v k9.npy --out o9.npy --backend "$be" --max-memory 1 2>&1 |
+              sed -n 's/.*needs about \([0-9]*\) bytes.*/\1/p')
+        kb=$(/usr/bin/time -f %M "$BIN" attn --q q9.npy --k k9.npy --v k9.npy --out o9.npy --backend "$be" 2>&1 >/dev/null | tail -n 1)
+        if [ -n "$est" ] && [ "$((kb * 1024))" -le "$est" ]; then ok "--backend $be: peak $((kb / 1024)) MiB within the estimate $((est / 1048576)) MiB"
+        else bad "--backend $be: peak ${kb} KiB above the estimate '$est' bytes"; fi
+    done
+    # ulimit -v: the default limit comes from RLIMIT_AS
+    (ulimit -v 60000; "$BIN" grad --q q9.npy --k k9.npy --v k9.npy --dout q9.npy --dq dq9.npy --dk dk9.npy --dv dv9.npy >out 2>err)
+    rc=$?
+    expect "grad under ulimit -v 60 MB is refused by the plan, not killed" 1 "RLIMIT_AS"
+fi
+
 echo "== 7: strict .npy headers and token files"
 # rawnpy PATH HEADER [DATA_BYTES]: a version 1.0 file with exactly this header text (+ "\n")
 rawnpy() {

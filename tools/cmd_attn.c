@@ -4,6 +4,7 @@
  * Every check of the inputs happens before any output file is written.
  */
 #include "cli.h"
+#include "memplan.h"
 #include "npy.h"
 
 #include <math.h>
@@ -41,6 +42,9 @@ static const char common_opts[] =
     "  --backend ref|cpu|cuda    (ref)\n"
     "  --dtype f32|f16|bf16      round the inputs to this storage type first (default: as read)\n"
     "  --threads N               worker threads of the cpu backend (0 = all cores)\n"
+    "  --max-memory SIZE         refuse, before allocating, a problem whose estimated peak memory\n"
+    "                            exceeds SIZE (bytes, or with K, M, G, T); default: the memory\n"
+    "                            available (MemAvailable, cgroup limit, ulimit -v)\n"
     "\n";
 
 static const char cache_opts[] =
@@ -130,6 +134,56 @@ static int convert_input(const char *cmd, struct input *in, enum ifl_dtype dtype
         return CLI_FAILURE;
     }
     in->t = t;
+    return CLI_OK;
+}
+
+/* ---- the memory plan: refuse what will not fit before allocating ----
+ * An upper estimate of the peak from the shapes, calibrated on measured peaks (docs/design.md,
+ * "Memory"): the inputs as read, their converted and backend-staged copies, every output twice
+ * (float64 on the backend and on the host), the backend's own copies (ref: float64 of every
+ * operand; cpu: float32 tiles of K and V, three layouts in the backward), a KV cache with
+ * --cache-chunk, and 16 MiB for the process itself. */
+static int check_memory(const char *cmd, struct input *q, struct input *k, struct input *v, struct input *dout,
+                        struct input *sel, enum ifl_dtype dtype, int have_dtype, enum ifl_backend backend,
+                        const struct ifl_sparse_config *cfg, int cached, const char *max_memory) {
+    int64_t limit = 0;
+    const char *source = "--max-memory";
+    if (max_memory && mem_parse_bytes(max_memory, &limit) != 0) {
+        cli_error(cmd, "--max-memory '%s' is not a size (bytes, or a number with K, M, G or T)", max_memory);
+        return CLI_USAGE;
+    }
+    struct input *ins[] = {q, k, v, dout, sel};
+    for (int i = 0; i < 5; i++) {
+        char err[512];
+        if (ins[i] && npy_read_header(ins[i]->path, &ins[i]->a, err, sizeof err) != 0) {
+            cli_error(cmd, "--%s %s", ins[i]->flag, err);
+            return CLI_FAILURE;
+        }
+    }
+    if (q->a.ndim != 3 || k->a.ndim != 3) return CLI_OK; /* load_input refuses them with a message */
+    /* every count is at most 2^40 (npy.c), so no sum or product below overflows int64 */
+    const int64_t Eq = q->a.count, Ek = k->a.count, Tq = q->a.shape[0], Hq = q->a.shape[1];
+    const int64_t Tk = k->a.shape[0], Hkv = k->a.shape[1];
+    const int64_t width = ifl_select_width(cfg, Tk), cs = (int64_t)ifl_dtype_size(have_dtype ? dtype : q->a.dtype);
+    int64_t floats = 0, file = 0;
+    for (int i = 0; i < 4; i++)
+        if (ins[i]) floats += ins[i]->a.count, file += ins[i]->a.count * (int64_t)ins[i]->a.esize;
+    if (sel) file += sel->a.count * 4;
+    int64_t need = file + floats * cs * (have_dtype ? 2 : 1) + (sel ? sel->a.count * 4 : 0); /* read, converted, staged */
+    need += 16 * (Eq + Tq * Hq) + 8 * Hkv * Tq * width + (dout ? 16 * (Eq + 2 * Ek) : 0); /* outputs */
+    if (backend == IFL_BACKEND_REF) need += 8 * floats + (dout ? 8 * (Eq + 2 * Ek) : 0);
+    if (backend == IFL_BACKEND_CPU) need += 8 * Ek * (dout ? 3 : 1) + (dout ? 8 * Eq : 0);
+    if (cached) need += 2 * Ek * cs * 2; /* the cache's K and V, its compressed keys */
+    need += (int64_t)16 << 20;
+    need += need / 4; /* margin: the measured peaks were 50-97% of the sum above */
+    if (!max_memory) limit = mem_available(&source);
+    if (limit > 0 && need > limit) {
+        char a[32], b[32];
+        cli_error(cmd, "this problem needs about %lld bytes (%s) at its peak, more than the %lld (%s) of %s; "
+                       "refused before allocating (--max-memory sets the limit)",
+                  (long long)need, mem_str(need, a, sizeof a), (long long)limit, mem_str(limit, b, sizeof b), source);
+        return CLI_FAILURE;
+    }
     return CLI_OK;
 }
 
@@ -259,7 +313,7 @@ int cmd_attn(int argc, char **argv, int grad) {
     struct input sel_in = {.flag = "blocks-in"};
     const char  *out_path = NULL, *lse_path = NULL, *blocks_out = NULL;
     const char  *dq_path = NULL, *dk_path = NULL, *dv_path = NULL;
-    const char  *mode = "auto", *backend_name = "ref", *dtype_name = NULL;
+    const char  *mode = "auto", *backend_name = "ref", *dtype_name = NULL, *max_memory = NULL;
     long long    past = -1, threads = 0, cache_chunk = 0;
     struct cli_sparse_flags sf;
     cli_sparse_flags_default(&sf);
@@ -278,8 +332,9 @@ int cmd_attn(int argc, char **argv, int grad) {
         {"dtype", CLI_STR, &dtype_name, 0, 0, 0},
         {"threads", CLI_INT, &threads, 0, 4096, 0},
         {"cache-chunk", CLI_INT, &cache_chunk, 1, big, 0},
+        {"max-memory", CLI_STR, &max_memory, 0, 0, 0},
     };
-    int n_opts = 13;
+    int n_opts = 14;
     if (grad) {
         const struct cli_opt g[] = {
             {"dout", CLI_STR, &dout.path, 0, 0, 0},
@@ -362,6 +417,12 @@ int cmd_attn(int argc, char **argv, int grad) {
                 out_set_abort(&set);
                 return CLI_USAGE;
             }
+    }
+
+    if ((rc = check_memory(cmd, &q, &k, &v, grad ? &dout : NULL, sel_in.path ? &sel_in : NULL, have_dtype ? dtype : IFL_DTYPE_F64,
+                           have_dtype, backend, &cfg, cache_chunk > 0, max_memory)) != CLI_OK) {
+        out_set_abort(&set);
+        return rc;
     }
 
     /* ---- the inputs ---- */

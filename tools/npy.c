@@ -243,19 +243,19 @@ static int pread_all(int fd, void *buf, size_t n, off_t off) {
     return 0;
 }
 
-int npy_read(const char *path, struct npy_array *a, char *err, size_t len) {
+/* Opens path and parses its header into *a (no data read). Returns the descriptor or -1. */
+static int open_header(const char *path, struct npy_array *a, char *err, size_t len) {
     memset(a, 0, sizeof *a);
     int64_t size;
     int     fd = rt_open_regular(path, &size, err, len);
     if (fd < 0) return -1;
-    /* the fixed part, then the header it announces, then the data straight into place */
+    /* the fixed part, then the header it announces */
     unsigned char pre[12] = {0};
     size_t        got     = size < 12 ? (size_t)size : 12;
-    int           rc      = -1;
-    char         *head    = NULL;
     if (pread_all(fd, pre, got, 0) != 0) {
         fail(err, len, "%s: read error: %s", path, strerror(errno));
-        goto out;
+        close(fd);
+        return -1;
     }
     size_t hlen = 0, hstart = 10;
     if (got >= 10 && memcmp(pre, "\x93NUMPY", 6) == 0) {
@@ -263,31 +263,38 @@ int npy_read(const char *path, struct npy_array *a, char *err, size_t len) {
         hlen   = pre[6] >= 2 ? ((size_t)pre[8] | (size_t)pre[9] << 8 | (size_t)pre[10] << 16 | (size_t)pre[11] << 24)
                              : ((size_t)pre[8] | (size_t)pre[9] << 8);
     }
-    size_t prefix = hstart + hlen; /* parse the prefix alone, then read the data into place */
+    size_t prefix = hstart + hlen; /* parse the prefix alone: the data is read straight into place */
     if ((int64_t)prefix > size) prefix = (size_t)size;
-    head = malloc(prefix + 1);
-    if (head == NULL) {
-        fail(err, len, "%s: out of memory", path);
-        goto out;
+    char *head = malloc(prefix + 1);
+    int   rc   = -1;
+    if (head == NULL) fail(err, len, "%s: out of memory", path);
+    else if (pread_all(fd, head, prefix, 0) != 0) fail(err, len, "%s: read error: %s", path, strerror(errno));
+    else rc = parse_prefix(head, prefix, (size_t)size, path, 0, a, err, len);
+    free(head);
+    if (rc != 0) {
+        close(fd);
+        return -1;
     }
-    if (pread_all(fd, head, prefix, 0) != 0) {
-        fail(err, len, "%s: read error: %s", path, strerror(errno));
-        goto out;
-    }
-    if (parse_prefix(head, prefix, (size_t)size, path, 0, a, err, len) != 0) goto out;
+    return fd;
+}
+
+int npy_read_header(const char *path, struct npy_array *a, char *err, size_t len) {
+    int fd = open_header(path, a, err, len);
+    if (fd < 0) return -1;
+    close(fd);
+    return 0;
+}
+
+int npy_read(const char *path, struct npy_array *a, char *err, size_t len) {
+    int fd = open_header(path, a, err, len);
+    if (fd < 0) return -1;
     size_t need = (size_t)a->count * a->esize;
     a->data     = malloc(need > 0 ? need : 1);
-    if (a->data == NULL) {
-        fail(err, len, "%s: out of memory for %zu bytes", path, need);
-        goto out;
-    }
-    if (pread_all(fd, a->data, need, (off_t)a->offset) != 0) {
+    int rc      = -1;
+    if (a->data == NULL) fail(err, len, "%s: out of memory for %zu bytes", path, need);
+    else if (pread_all(fd, a->data, need, (off_t)a->offset) != 0)
         fail(err, len, "%s: read error (did the file change while being read?)", path);
-        goto out;
-    }
-    rc = 0;
-out:
-    free(head);
+    else rc = 0;
     close(fd);
     if (rc != 0) npy_free(a);
     return rc;

@@ -33,6 +33,9 @@ struct npy_array {
  * header is malformed) in err. */
 int npy_read(const char *path, struct npy_array *a, char *err, size_t err_len);
 
+/* The same without the data (a->data NULL): the shape and dtype, to plan memory first. */
+int npy_read_header(const char *path, struct npy_array *a, char *err, size_t err_len);
+
 /* Parses the .npy file held in buf[0, size) (name is for messages): the strict header (the dict
  * numpy writes, see npy.c) and a data size that matches the shape exactly. accept_i8: also
  * '<i8'. Sets every field but data (the elements are at buf + a->offset). Returns 0 or -1. */
