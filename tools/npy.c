@@ -7,23 +7,15 @@
 #define _POSIX_C_SOURCE 200809L
 #include "npy.h"
 
+#include "../runtime/errmsg.h"
 #include "../runtime/readfile.h"
 
 #include <ctype.h>
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-static int fail(char *err, size_t len, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, len, fmt, ap);
-    va_end(ap);
-    return -1;
-}
 
 const char *npy_shape_str(int ndim, const int64_t *shape, char *buf, size_t len) {
     size_t n = (size_t)snprintf(buf, len, "[");
@@ -49,7 +41,7 @@ struct hdr_parser {
 };
 
 static int hdr_fail(struct hdr_parser *h, const char *what) {
-    return fail(h->err, h->len, "%s: malformed .npy header at byte %zu: %s", h->name,
+    return rt_fail(h->err, h->len, "%s: malformed .npy header at byte %zu: %s", h->name,
                 h->base + (size_t)(h->p - h->s), what);
 }
 
@@ -200,25 +192,25 @@ static int parse_prefix(const void *buf, size_t avail, size_t size, const char *
     memset(a, 0, sizeof *a);
     const unsigned char *b = buf;
     if (avail < 10 || memcmp(b, "\x93NUMPY", 6) != 0)
-        return fail(err, len, "%s: not a .npy file (missing the \\x93NUMPY magic)", name);
+        return rt_fail(err, len, "%s: not a .npy file (missing the \\x93NUMPY magic)", name);
     size_t hlen, hstart;
     if (b[6] == 1 && b[7] == 0) {
         hlen   = (size_t)b[8] | (size_t)b[9] << 8;
         hstart = 10;
     } else if ((b[6] == 2 || b[6] == 3) && b[7] == 0) {
-        if (avail < 12) return fail(err, len, "%s: truncated .npy header", name);
+        if (avail < 12) return rt_fail(err, len, "%s: truncated .npy header", name);
         hlen   = (size_t)b[8] | (size_t)b[9] << 8 | (size_t)b[10] << 16 | (size_t)b[11] << 24;
         hstart = 12;
     } else {
-        return fail(err, len, "%s: .npy format version %d.%d is not supported (expected 1.0, 2.0 or 3.0)", name, b[6], b[7]);
+        return rt_fail(err, len, "%s: .npy format version %d.%d is not supported (expected 1.0, 2.0 or 3.0)", name, b[6], b[7]);
     }
     if (hlen > avail - hstart)
-        return fail(err, len, "%s: truncated .npy header (header length %zu, file %zu bytes)", name, hlen, size);
+        return rt_fail(err, len, "%s: truncated .npy header (header length %zu, file %zu bytes)", name, hlen, size);
     if (parse_header(name, (const char *)b + hstart, hlen, hstart, accept_i8, a, err, len) != 0) return -1;
     size_t need = (size_t)a->count * a->esize, have = size - hstart - hlen;
     if (have != need) {
         char s[128];
-        return fail(err, len, "%s: %s: header says shape %s %s = %zu data bytes, file holds %zu", name,
+        return rt_fail(err, len, "%s: %s: header says shape %s %s = %zu data bytes, file holds %zu", name,
                     have < need ? "truncated" : "trailing bytes", npy_shape_str(a->ndim, a->shape, s, sizeof s),
                     a->int64 ? "int64" : ifl_dtype_name(a->dtype), need, have);
     }
@@ -253,7 +245,7 @@ static int open_header(const char *path, struct npy_array *a, char *err, size_t 
     unsigned char pre[12] = {0};
     size_t        got     = size < 12 ? (size_t)size : 12;
     if (pread_all(fd, pre, got, 0) != 0) {
-        fail(err, len, "%s: read error: %s", path, strerror(errno));
+        rt_fail(err, len, "%s: read error: %s", path, strerror(errno));
         close(fd);
         return -1;
     }
@@ -267,8 +259,8 @@ static int open_header(const char *path, struct npy_array *a, char *err, size_t 
     if ((int64_t)prefix > size) prefix = (size_t)size;
     char *head = malloc(prefix + 1);
     int   rc   = -1;
-    if (head == NULL) fail(err, len, "%s: out of memory", path);
-    else if (pread_all(fd, head, prefix, 0) != 0) fail(err, len, "%s: read error: %s", path, strerror(errno));
+    if (head == NULL) rt_fail(err, len, "%s: out of memory", path);
+    else if (pread_all(fd, head, prefix, 0) != 0) rt_fail(err, len, "%s: read error: %s", path, strerror(errno));
     else rc = parse_prefix(head, prefix, (size_t)size, path, 0, a, err, len);
     free(head);
     if (rc != 0) {
@@ -291,9 +283,9 @@ int npy_read(const char *path, struct npy_array *a, char *err, size_t len) {
     size_t need = (size_t)a->count * a->esize;
     a->data     = malloc(need > 0 ? need : 1);
     int rc      = -1;
-    if (a->data == NULL) fail(err, len, "%s: out of memory for %zu bytes", path, need);
+    if (a->data == NULL) rt_fail(err, len, "%s: out of memory for %zu bytes", path, need);
     else if (pread_all(fd, a->data, need, (off_t)a->offset) != 0)
-        fail(err, len, "%s: read error (did the file change while being read?)", path);
+        rt_fail(err, len, "%s: read error (did the file change while being read?)", path);
     else rc = 0;
     close(fd);
     if (rc != 0) npy_free(a);
@@ -309,7 +301,7 @@ int npy_write(struct out_set *set, int idx, enum ifl_dtype dtype, int ndim, cons
               const void *data, char *err, size_t len) {
     const char *descr = dtype == IFL_DTYPE_F32 ? "<f4" : dtype == IFL_DTYPE_I32 ? "<i4"
                       : dtype == IFL_DTYPE_F64 ? "<f8" : NULL;
-    if (descr == NULL) return fail(err, len, "cannot write dtype %s", ifl_dtype_name(dtype));
+    if (descr == NULL) return rt_fail(err, len, "cannot write dtype %s", ifl_dtype_name(dtype));
     char shp[160] = "";
     int  n        = 0;
     for (int i = 0; i < ndim; i++) n += snprintf(shp + n, sizeof shp - (size_t)n, "%lld,%s", (long long)shape[i], i + 1 < ndim ? " " : "");

@@ -6,24 +6,17 @@
 #define _DEFAULT_SOURCE /* mkstemp, realpath */
 #include "outfile.h"
 
+#include "../runtime/errmsg.h"
+
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <dirent.h>
 #include <unistd.h>
-
-static int fail(char *err, size_t len, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, len, fmt, ap);
-    va_end(ap);
-    return -1;
-}
 
 void out_set_init(struct out_set *s) {
     memset(s, 0, sizeof *s);
@@ -40,10 +33,10 @@ static int check_target(const char *flag, const char *path, struct stat *st, int
     *exists = 0;
     if (lstat(path, st) != 0) {
         if (errno == ENOENT) return 0;
-        return fail(err, len, "--%s %s: cannot check the output: %s", flag, path, strerror(errno));
+        return rt_fail(err, len, "--%s %s: cannot check the output: %s", flag, path, strerror(errno));
     }
     if (!S_ISREG(st->st_mode))
-        return fail(err, len, "--%s %s is %s; outputs are written only to regular files (or new paths)", flag,
+        return rt_fail(err, len, "--%s %s is %s; outputs are written only to regular files (or new paths)", flag,
                     path, kind_of(st->st_mode));
     *exists = 1;
     return 0;
@@ -54,34 +47,34 @@ static char *canonical(const char *flag, const char *path, char *err, size_t len
     const char *slash = strrchr(path, '/');
     const char *name  = slash ? slash + 1 : path;
     if (*name == '\0' || strcmp(name, ".") == 0 || strcmp(name, "..") == 0) {
-        fail(err, len, "--%s %s names a folder, expected a file", flag, path);
+        rt_fail(err, len, "--%s %s names a folder, expected a file", flag, path);
         return NULL;
     }
     char folder[PATH_MAX];
     if (slash == NULL) snprintf(folder, sizeof folder, ".");
     else if (slash == path) snprintf(folder, sizeof folder, "/");
     else if ((size_t)(slash - path) >= sizeof folder) {
-        fail(err, len, "--%s %s: path too long", flag, path);
+        rt_fail(err, len, "--%s %s: path too long", flag, path);
         return NULL;
     } else snprintf(folder, sizeof folder, "%.*s", (int)(slash - path), path);
     char real[PATH_MAX];
     if (realpath(folder, real) == NULL) {
-        fail(err, len, "--%s %s: folder %s: %s", flag, path, folder, strerror(errno));
+        rt_fail(err, len, "--%s %s: folder %s: %s", flag, path, folder, strerror(errno));
         return NULL;
     }
     struct stat st;
     if (stat(real, &st) != 0 || !S_ISDIR(st.st_mode)) {
-        fail(err, len, "--%s %s: %s is not a folder", flag, path, folder);
+        rt_fail(err, len, "--%s %s: %s is not a folder", flag, path, folder);
         return NULL;
     }
     if (access(real, W_OK | X_OK) != 0) {
-        fail(err, len, "--%s %s: cannot write in folder %s: %s", flag, path, folder, strerror(errno));
+        rt_fail(err, len, "--%s %s: cannot write in folder %s: %s", flag, path, folder, strerror(errno));
         return NULL;
     }
     size_t n = strlen(real) + 1 + strlen(name) + 1;
     char  *c = malloc(n);
     if (c == NULL) {
-        fail(err, len, "--%s %s: out of memory", flag, path);
+        rt_fail(err, len, "--%s %s: out of memory", flag, path);
         return NULL;
     }
     snprintf(c, n, "%s%s%s", real, strcmp(real, "/") == 0 ? "" : "/", name);
@@ -89,7 +82,7 @@ static char *canonical(const char *flag, const char *path, char *err, size_t len
 }
 
 int out_set_add(struct out_set *s, const char *flag, const char *path, char *err, size_t len) {
-    if (s->n == OUT_SET_MAX) return fail(err, len, "--%s: too many outputs", flag);
+    if (s->n == OUT_SET_MAX) return rt_fail(err, len, "--%s: too many outputs", flag);
     struct stat st;
     int         exists;
     if (check_target(flag, path, &st, &exists, err, len) != 0) return -1;
@@ -99,7 +92,7 @@ int out_set_add(struct out_set *s, const char *flag, const char *path, char *err
         const struct out_target *o = &s->t[i];
         if (strcmp(o->canon, canon) == 0 || (exists && o->exists && o->dev == st.st_dev && o->ino == st.st_ino)) {
             free(canon);
-            fail(err, len, "--%s %s and --%s %s name the same file; each output needs its own", o->flag, o->path,
+            rt_fail(err, len, "--%s %s and --%s %s name the same file; each output needs its own", o->flag, o->path,
                  flag, path);
             return -2;
         }
@@ -121,7 +114,7 @@ int out_set_check_input(const struct out_set *s, const char *flag, const char *p
     for (int i = 0; i < s->n; i++) {
         const struct out_target *o = &s->t[i];
         if (o->exists && o->dev == st.st_dev && o->ino == st.st_ino) {
-            fail(err, len, "--%s %s is the input --%s %s; an output may not replace an input", o->flag, o->path,
+            rt_fail(err, len, "--%s %s is the input --%s %s; an output may not replace an input", o->flag, o->path,
                  flag, path);
             return -2;
         }
@@ -132,20 +125,20 @@ int out_set_check_input(const struct out_set *s, const char *flag, const char *p
 static int create_tmp(struct out_target *o, char *err, size_t len) {
     size_t n = strlen(o->path) + sizeof ".tmp.XXXXXX";
     o->tmp   = malloc(n);
-    if (o->tmp == NULL) return fail(err, len, "--%s %s: out of memory", o->flag, o->path);
+    if (o->tmp == NULL) return rt_fail(err, len, "--%s %s: out of memory", o->flag, o->path);
     snprintf(o->tmp, n, "%s.tmp.XXXXXX", o->path);
     o->fd = mkstemp(o->tmp);
     if (o->fd < 0) {
         int e = errno;
         free(o->tmp);
         o->tmp = NULL;
-        return fail(err, len, "--%s %s: cannot create a temporary file beside it: %s", o->flag, o->path, strerror(e));
+        return rt_fail(err, len, "--%s %s: cannot create a temporary file beside it: %s", o->flag, o->path, strerror(e));
     }
     /* mkstemp makes the file 0600; outputs get the permissions a plain create would give */
     mode_t mask = umask(0);
     umask(mask);
     if (fchmod(o->fd, 0666 & ~mask) != 0)
-        return fail(err, len, "--%s %s: cannot set the permissions of %s: %s", o->flag, o->path, o->tmp, strerror(errno));
+        return rt_fail(err, len, "--%s %s: cannot set the permissions of %s: %s", o->flag, o->path, o->tmp, strerror(errno));
     return 0;
 }
 
@@ -157,7 +150,7 @@ int out_set_write(struct out_set *s, int i, const void *buf, size_t n, char *err
         ssize_t k = write(o->fd, p, n);
         if (k < 0 && errno == EINTR) continue;
         if (k <= 0) /* k == 0 cannot happen for a regular file; treat it as a failure, not a loop */
-            return fail(err, len, "--%s %s: cannot write: %s", o->flag, o->path, k < 0 ? strerror(errno) : "no progress");
+            return rt_fail(err, len, "--%s %s: cannot write: %s", o->flag, o->path, k < 0 ? strerror(errno) : "no progress");
         p += k;
         n -= (size_t)k;
     }
@@ -195,10 +188,10 @@ int out_set_commit(struct out_set *s, char *err, size_t len) {
     for (int i = 0; i < s->n && rc == 0; i++) {
         struct out_target *o = &s->t[i];
         if (o->fd < 0) continue;
-        if (fsync(o->fd) != 0 && errno != EINVAL) rc = fail(err, len, "--%s %s: cannot write: %s", o->flag, o->path, strerror(errno));
+        if (fsync(o->fd) != 0 && errno != EINVAL) rc = rt_fail(err, len, "--%s %s: cannot write: %s", o->flag, o->path, strerror(errno));
         int fd = o->fd;
         o->fd  = -1;
-        if (close(fd) != 0 && rc == 0) rc = fail(err, len, "--%s %s: cannot write: %s", o->flag, o->path, strerror(errno));
+        if (close(fd) != 0 && rc == 0) rc = rt_fail(err, len, "--%s %s: cannot write: %s", o->flag, o->path, strerror(errno));
         /* the target may have changed since it was declared: check it again */
         struct stat st;
         int         exists;
@@ -209,7 +202,7 @@ int out_set_commit(struct out_set *s, char *err, size_t len) {
         struct out_target *o = &s->t[i];
         if (o->tmp == NULL) continue;
         if (rename(o->tmp, o->path) != 0) {
-            rc = fail(err, len, "--%s %s: cannot rename %s into place: %s%s", o->flag, o->path, o->tmp, strerror(errno),
+            rc = rt_fail(err, len, "--%s %s: cannot rename %s into place: %s%s", o->flag, o->path, o->tmp, strerror(errno),
                       done ? " (outputs before it were already replaced)" : "");
             break;
         }
@@ -252,24 +245,24 @@ int out_dir_begin(const char *flag, const char *path, char **tmp, char *err, siz
     if (lstat(path, &st) == 0) {
         int n = 0;
         if (!S_ISDIR(st.st_mode))
-            return fail(err, len, "--%s %s is %s; expected a new folder or an empty one", flag, path, kind_of(st.st_mode));
+            return rt_fail(err, len, "--%s %s is %s; expected a new folder or an empty one", flag, path, kind_of(st.st_mode));
         if (each_entry(path, count_entry, &n) != 0 || n > 0)
-            return fail(err, len, "--%s %s is a folder that is not empty; expected a new folder or an empty one", flag, path);
+            return rt_fail(err, len, "--%s %s is a folder that is not empty; expected a new folder or an empty one", flag, path);
     } else if (errno != ENOENT) {
-        return fail(err, len, "--%s %s: %s", flag, path, strerror(errno));
+        return rt_fail(err, len, "--%s %s: %s", flag, path, strerror(errno));
     }
     char *c = canonical(flag, path, err, len); /* the parent folder exists and is writable */
     if (c == NULL) return -1;
     free(c);
     size_t n = strlen(path) + sizeof ".tmp.XXXXXX";
     *tmp     = malloc(n);
-    if (*tmp == NULL) return fail(err, len, "--%s %s: out of memory", flag, path);
+    if (*tmp == NULL) return rt_fail(err, len, "--%s %s: out of memory", flag, path);
     snprintf(*tmp, n, "%s.tmp.XXXXXX", path);
     if (mkdtemp(*tmp) == NULL) {
         int e = errno;
         free(*tmp);
         *tmp = NULL;
-        return fail(err, len, "--%s %s: cannot create a temporary folder beside it: %s", flag, path, strerror(e));
+        return rt_fail(err, len, "--%s %s: cannot create a temporary folder beside it: %s", flag, path, strerror(e));
     }
     mode_t mask = umask(0); /* mkdtemp makes it 0700; give it what mkdir would */
     umask(mask);
@@ -288,12 +281,12 @@ static int sync_entry(const char *path, void *user) {
 
 int out_dir_commit(const char *flag, const char *path, char *tmp, char *err, size_t len) {
     if (each_entry(tmp, sync_entry, NULL) != 0) {
-        fail(err, len, "--%s %s: cannot sync the files written: %s", flag, path, strerror(errno));
+        rt_fail(err, len, "--%s %s: cannot sync the files written: %s", flag, path, strerror(errno));
         out_dir_abort(tmp);
         return -1;
     }
     if (rename(tmp, path) != 0) { /* replaces an empty folder; fails on anything else */
-        fail(err, len, "--%s %s: cannot rename %s into place: %s", flag, path, tmp, strerror(errno));
+        rt_fail(err, len, "--%s %s: cannot rename %s into place: %s", flag, path, tmp, strerror(errno));
         out_dir_abort(tmp);
         return -1;
     }
