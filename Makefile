@@ -149,31 +149,45 @@ test-python: $(BUILD)/libinfllm.so $(BUILD)/infllm
 	@sh python/tests/ensure_deps.sh $(PYTHON_TEST)
 	INFLLM_LIB=$(abspath $(BUILD)/libinfllm.so) PYTHONPATH=python $(PYTHON_TEST) -m pytest -q -p no:cacheprovider python/tests
 
-# libFuzzer targets (fuzz/*.c) for the parsers of untrusted files: JSON, tokenizer.json (+ encode
-# and decode), safetensors headers. Each is built with clang -fsanitize=fuzzer,address,undefined
-# and run for FUZZ_TIME seconds from its seed corpus (fuzz/corpus/NAME, copied, so new inputs stay
-# under build/fuzz/). Needs clang and libFuzzer's runtime (Debian: clang-14 + libclang-rt-14-dev,
-# already on the c machine image); the target installs nothing. A crash fails the target.
+# libFuzzer targets (fuzz/*.c) for every reader of untrusted input: JSON, tokenizer.json (+ encode
+# and decode), safetensors headers, .npy files, token-id files, config.json's meaning, the
+# checkpoint loader (index, shards), the tool's flags. Each is built with clang
+# -fsanitize=fuzzer,address,undefined (the sources it tests instrumented; libinfllm and the
+# runtime's other parts linked from the plain build) and run for FUZZ_TIME seconds from its seed
+# corpus (fuzz/corpus/NAME, copied, so new inputs stay under build/fuzz/). Needs clang and
+# libFuzzer's runtime (Debian: clang-14 + libclang-rt-14-dev); the target installs nothing. A
+# crash fails the target. fuzz_cli's stderr (the refusals it provokes) is closed. docs/fuzzing.md
+# has a longer run's figures.
 FUZZ_CC      ?= clang
 FUZZ_TIME    ?= 20
 FUZZ_CFLAGS  := -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -Iinclude
-FUZZ_TARGETS := fuzz_json fuzz_tokenizer fuzz_safetensors
-FUZZ_SRC_fuzz_json        := runtime/json.c runtime/readfile.c runtime/errmsg.c
-FUZZ_SRC_fuzz_tokenizer   := runtime/json.c runtime/readfile.c runtime/errmsg.c runtime/tokenizer_load.c runtime/tokenizer_bpe.c \
-                             runtime/tokenizer_decode.c runtime/tokenizer_write.c
-FUZZ_SRC_fuzz_safetensors := runtime/json.c runtime/readfile.c runtime/errmsg.c runtime/safetensors.c
-build/fuzz/%: fuzz/%.c $(FUZZ_SRC_fuzz_tokenizer) $(FUZZ_SRC_fuzz_safetensors)
+FUZZ_TARGETS := fuzz_json fuzz_tokenizer fuzz_safetensors fuzz_npy fuzz_tokens fuzz_config fuzz_model fuzz_cli
+FUZZ_RT      := runtime/json.c runtime/readfile.c runtime/errmsg.c
+FUZZ_NPY     := tools/npy.c tools/outfile.c $(FUZZ_RT)
+FUZZ_LIB     := build/libinfllm.a -lm -pthread
+FUZZ_SRC_fuzz_json        := $(FUZZ_RT)
+FUZZ_SRC_fuzz_tokenizer   := $(FUZZ_RT) runtime/tokenizer_load.c runtime/tokenizer_bpe.c runtime/tokenizer_decode.c \
+                             runtime/tokenizer_write.c
+FUZZ_SRC_fuzz_safetensors := $(FUZZ_RT) runtime/safetensors.c
+FUZZ_SRC_fuzz_npy         := $(FUZZ_NPY) $(FUZZ_LIB)
+FUZZ_SRC_fuzz_tokens      := tools/tokens.c $(FUZZ_NPY) $(FUZZ_LIB)
+FUZZ_SRC_fuzz_config      := $(FUZZ_RT) runtime/config.c
+FUZZ_SRC_fuzz_model       := $(FUZZ_RT) runtime/config.c runtime/model_load.c runtime/safetensors.c \
+                             build/libinfllm_runtime.a $(FUZZ_LIB)
+FUZZ_SRC_fuzz_cli         := tools/cli.c tools/memplan.c $(FUZZ_LIB)
+build/fuzz/%: fuzz/%.c $(sort $(filter %.c,$(foreach t,$(FUZZ_TARGETS),$(FUZZ_SRC_$(t))))) build/libinfllm.a \
+              build/libinfllm_runtime.a
 	@mkdir -p build/fuzz
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_SRC_$*)
 fuzz: $(FUZZ_TARGETS:%=build/fuzz/%)
 	@set -e; for t in $(FUZZ_TARGETS); do \
 	  c=$${t#fuzz_}; rm -rf build/fuzz/corpus-$$c; mkdir -p build/fuzz/corpus-$$c; cp fuzz/corpus/$$c/* build/fuzz/corpus-$$c/; \
-	  echo "== $$t ($(FUZZ_TIME) s)"; \
-	  build/fuzz/$$t -max_total_time=$(FUZZ_TIME) -max_len=16384 -rss_limit_mb=2048 -print_final_stats=1 \
-	    -artifact_prefix=build/fuzz/$$t- build/fuzz/corpus-$$c 2>build/fuzz/$$t.log || \
+	  echo "== $$t ($(FUZZ_TIME) s)"; a=; [ $$t = fuzz_cli ] && a=-close_fd_mask=2; \
+	  TMPDIR=build/fuzz build/fuzz/$$t -max_total_time=$(FUZZ_TIME) -max_len=16384 -rss_limit_mb=2048 -print_final_stats=1 \
+	    $$a -artifact_prefix=build/fuzz/$$t- build/fuzz/corpus-$$c 2>build/fuzz/$$t.log || \
 	    { tail -n 40 build/fuzz/$$t.log; echo "$$t: FAILED (log build/fuzz/$$t.log)"; exit 1; }; \
 	  grep -E "stat::number_of_executed_units|stat::peak_rss_mb" build/fuzz/$$t.log | tr '\n' ' '; echo; \
-	done; echo "fuzz: no crashes"
+	done; rm -rf build/fuzz/infllm-fuzz-model.*; echo "fuzz: no crashes"
 
 # The sanitizer run repeats the C tests and the tool's error paths (the oracle sweep is skipped:
 # it checks numbers, which the plain build already did).

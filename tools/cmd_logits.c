@@ -7,11 +7,11 @@
 #define _POSIX_C_SOURCE 200809L
 #include "cli.h"
 #include "npy.h"
+#include "tokens.h"
 
 #include "../runtime/model.h"
 #include "../runtime/readfile.h"
 
-#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,75 +33,16 @@ static const char usage[] =
     "                        positions run sparse, as in the reference implementation\n"
     "  --kv-dtype T          auto (bf16 for 16-bit weights, f32 for f32), bf16, f32\n";
 
-/* The token ids of FILE: a 1-D .npy of '<i4' / '<i8' (the strict reader of npy.c), or text:
- * decimal integers separated by ASCII whitespace, nothing else (a NUL byte or any other character
- * is refused with its offset). At most RT_MAX_TOKENS_BYTES are read. */
+/* The token ids of FILE (tokens.h), at most RT_MAX_TOKENS_BYTES. */
 static int read_tokens(const char *path, int32_t **out, int64_t *n, char *err, size_t errlen) {
     char  *buf;
     size_t size;
     *out = NULL;
     *n   = 0;
     if (rt_read_file(path, RT_MAX_TOKENS_BYTES, &buf, &size, err, errlen) != 0) return -1;
-    int32_t *tok = NULL;
-    int64_t  cnt = 0;
-    if (size >= 6 && memcmp(buf, "\x93NUMPY", 6) == 0) {
-        struct npy_array a;
-        if (npy_parse(buf, size, path, 1, &a, err, errlen) != 0) goto fail;
-        if (a.ndim != 1 || a.count < 1 || (a.dtype != IFL_DTYPE_I32 && !a.int64)) {
-            snprintf(err, errlen, "%s: expected a non-empty 1-D int32 or int64 .npy vector", path);
-            goto fail;
-        }
-        tok = malloc(sizeof *tok * (size_t)a.count);
-        if (!tok) goto oom;
-        const unsigned char *d = (const unsigned char *)buf + a.offset;
-        for (int64_t i = 0; i < a.count; i++) {
-            int64_t v = 0;
-            for (size_t b = 0; b < a.esize; b++) v |= (int64_t)((uint64_t)d[(size_t)i * a.esize + b] << (8 * b));
-            if (a.esize == 4) v = (int32_t)(uint32_t)v;
-            if (v < 0 || v > INT32_MAX) {
-                snprintf(err, errlen, "%s: token %lld has the id %lld", path, (long long)i, (long long)v);
-                goto fail;
-            }
-            tok[i] = (int32_t)v;
-        }
-        cnt = a.count;
-    } else {
-        int64_t cap = 0;
-        size_t  i   = 0;
-        for (;;) {
-            while (i < size && isspace((unsigned char)buf[i])) i++;
-            if (i == size) break;
-            size_t start = i;
-            int64_t v    = 0;
-            while (i < size && isdigit((unsigned char)buf[i]) && v <= INT32_MAX) v = v * 10 + (buf[i++] - '0');
-            if (i == start || v > INT32_MAX || (i < size && !isspace((unsigned char)buf[i]))) {
-                size_t bad = i == start || v > INT32_MAX ? start : i;
-                snprintf(err, errlen, "%s: token %lld at byte %zu: %s", path, (long long)cnt, bad,
-                         v > INT32_MAX ? "larger than 2^31-1" : buf[bad] == '\0' ? "a NUL byte, expected an integer"
-                                                                               : "expected a non-negative integer");
-                goto fail;
-            }
-            if (cnt == cap) {
-                cap         = cap ? 2 * cap : 256;
-                int32_t *nt = realloc(tok, sizeof *tok * (size_t)cap);
-                if (!nt) goto oom;
-                tok = nt;
-            }
-            tok[cnt++] = (int32_t)v;
-        }
-        if (cnt == 0) {
-            snprintf(err, errlen, "%s: no token ids", path);
-            goto fail;
-        }
-    }
+    int rc = tokens_parse(buf, size, path, out, n, err, errlen);
     free(buf);
-    *out = tok, *n = cnt;
-    return 0;
-oom:
-    snprintf(err, errlen, "%s: out of memory", path);
-fail:
-    free(tok), free(buf);
-    return -1;
+    return rc;
 }
 
 int cmd_logits(int argc, char **argv) {
