@@ -191,14 +191,29 @@ fuzz: $(FUZZ_TARGETS:%=build/fuzz/%)
 
 # The sanitizer run repeats the C tests and the tool's error paths (the oracle sweep is skipped:
 # it checks numbers, which the plain build already did).
+SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 check: test
-	$(MAKE) BUILD=build/san OPT="-O1 -g" SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
+	$(MAKE) BUILD=build/san OPT="-O1 -g" SAN="$(SAN_FLAGS)" \
 	    all $(TESTS:%=build/san/tests/%)
 	@set -e; for t in $(TESTS); do echo "== $$t (asan+ubsan)"; build/san/tests/$$t; done
 	@echo "== tool error paths (asan+ubsan)"; sh tests/test_cli.sh build/san/infllm
 	@echo "== tool through a KV cache (asan+ubsan)"; sh tests/test_cli_cache.sh build/san/infllm
 	@echo "== tool against hostile input (asan+ubsan)"; sh tests/test_hostile.sh build/san/infllm
 	@echo "all checks passed"
+
+# Fault injection in SQLite's way (tests/fault_inject.c, tests/test_faults.sh): the sanitizer
+# build of the tool with every allocation and file write wrapped (-Wl,--wrap), run once to count
+# them, then once per N with the N-th allocation failing, and once per N with the N-th write
+# failing (ENOSPC), along each create/load/write path. Every run must exit 0 (with the reference
+# outputs) or 1, leak nothing (LeakSanitizer), leave existing files intact and no temporary.
+FAULT_WRAP := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=write,--wrap=fopen
+$(BUILD)/infllm-faults: $(TOOL_OBJ) $(BUILD)/tests/fault_inject.o $(BUILD)/libinfllm_runtime.a $(BUILD)/libinfllm.a
+	$(CC) $(LDFLAGS) $(FAULT_WRAP) -o $@ $(TOOL_OBJ) $(BUILD)/tests/fault_inject.o $(BUILD)/libinfllm_runtime.a \
+	    $(BUILD)/libinfllm.a $(LDLIBS)
+.PHONY: test-faults
+test-faults:
+	$(MAKE) BUILD=build/san OPT="-O1 -g" SAN="$(SAN_FLAGS)" build/san/infllm-faults
+	sh tests/test_faults.sh build/san/infllm-faults
 
 # The cuda backend against the ref over a sweep (tests/test_cuda.c); on a machine without a GPU it
 # prints SKIPPED and exits 0. TEST_CUDA_ARGS: e.g. --full, --filter NAME, --seed N.

@@ -299,7 +299,7 @@ int rt_init_write(const char *dir, const struct rt_config *c, const struct rt_in
     for (int i = 0; i < c->n_eos; i++) fprintf(g, "%s%lld", i ? ", " : "", (long long)c->eos_token_id[i]);
     fprintf(g, "],\n  \"pad_token_id\": %lld,\n  \"do_sample\": true,\n  \"temperature\": 0.8,\n"
                "  \"top_p\": 0.8\n}\n", (long long)c->pad_token_id);
-    if (fclose(g) != 0) {
+    if (ferror(g) | (fclose(g) != 0)) {
         snprintf(err, errlen, "%s: write failed", path);
         return -1;
     }

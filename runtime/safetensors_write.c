@@ -142,7 +142,7 @@ int st_writer_close(struct st_writer *w, int ok, char *err, size_t errlen) {
                          (unsigned long long)w->written, (unsigned long long)w->expected);
             ok = 0, rc = -1;
         }
-        if (fclose(w->fp) != 0 && ok) {
+        if ((ferror(w->fp) | (fclose(w->fp) != 0)) && ok) { /* a failed buffered write, or the last flush */
             if (err) snprintf(err, errlen, "%s: write failed: %s", w->tmp_path, strerror(errno));
             ok = 0, rc = -1;
         }

@@ -268,7 +268,7 @@ int tok_write_small(const char *path, int32_t vocab_size, char *err, size_t errl
     }
     rc = 0;
 done:
-    if (f && fclose(f) != 0 && rc == 0) rc = rt_fail(err, errlen, "%s: write error", path);
+    if (f && (ferror(f) | (fclose(f) != 0)) && rc == 0) rc = rt_fail(err, errlen, "%s: write error", path);
     free(vb.pieces);
     free(vb.merges);
     return rc;
