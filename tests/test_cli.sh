@@ -13,27 +13,8 @@
 # shellcheck disable=SC2086  # $CFG and $CFG_NOWIN are lists of flags, split on purpose
 set -u
 
-if [ $# -ne 1 ]; then
-    echo "usage: sh $0 path/to/infllm" >&2
-    exit 2
-fi
-BIN=$1
-case $BIN in
-/*) ;;
-*) BIN=$(pwd)/$BIN ;;
-esac
-if [ ! -x "$BIN" ]; then
-    echo "test_cli.sh: $BIN is not an executable" >&2
-    exit 1
-fi
-if ! command -v python3 >/dev/null 2>&1; then
-    echo "test_cli.sh: python3 is needed to write the .npy inputs" >&2
-    exit 1
-fi
-
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/infllm-cli.XXXXXX") || exit 1
-trap 'rm -rf "$TMP"' EXIT
-trap 'exit 130' INT TERM
+SETUP_NAME=cli
+. "$(dirname "$0")/tool_test_setup.sh"
 
 # ---- .npy helpers (python3 standard library only) ----
 

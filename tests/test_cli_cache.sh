@@ -14,23 +14,8 @@
 # Needs python3 (standard library; tests/oracle/npy.py reads and writes the .npy files).
 set -u
 
-if [ $# -ne 1 ]; then
-    echo "usage: sh $0 path/to/infllm" >&2
-    exit 2
-fi
-BIN=$1
-case $BIN in
-/*) ;;
-*) BIN=$(pwd)/$BIN ;;
-esac
-HERE=$(cd "$(dirname "$0")" && pwd)
-if [ ! -x "$BIN" ]; then
-    echo "test_cli_cache.sh: $BIN is not an executable" >&2
-    exit 1
-fi
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/infllm-cache.XXXXXX") || exit 1
-trap 'rm -rf "$TMP"' EXIT
-trap 'exit 130' INT TERM
+SETUP_NAME=cache
+. "$(dirname "$0")/tool_test_setup.sh"
 
 PASSED=0
 FAILED=0

@@ -14,20 +14,9 @@
 # KV cache (cpu), grad (cpu), logits (checkpoint load, KV caches, output), run (tokenizer load,
 # generation), model-init (a checkpoint folder written).
 set -u
-if [ $# -lt 1 ]; then
-    echo "usage: sh $0 path/to/infllm-faults [STRIDE]" >&2
-    exit 2
-fi
-BIN=$1
-case $BIN in
-/*) ;;
-*) BIN=$(pwd)/$BIN ;;
-esac
+SETUP_NAME=faults SETUP_MAX_ARGS=2 SETUP_USAGE_MORE=" [STRIDE]"
+. "$(dirname "$0")/tool_test_setup.sh"
 STRIDE=${2:-1}
-HERE=$(cd "$(dirname "$0")" && pwd)
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/infllm-faults.XXXXXX") || exit 1
-trap 'rm -rf "$TMP"' EXIT
-trap 'exit 130' INT TERM
 cd "$TMP" || exit 1
 export ASAN_OPTIONS=detect_leaks=1:exitcode=98 LSAN_OPTIONS=exitcode=99 UBSAN_OPTIONS=halt_on_error=1
 unset INFLLM_FAULT_ALLOC INFLLM_FAULT_WRITE INFLLM_FAULT_REPORT

@@ -17,19 +17,8 @@
 # Needs python3 (standard library; tests/oracle/npy.py writes the .npy inputs).
 set -u
 
-if [ $# -ne 1 ]; then
-    echo "usage: sh $0 path/to/infllm" >&2
-    exit 2
-fi
-BIN=$1
-case $BIN in
-/*) ;;
-*) BIN=$(pwd)/$BIN ;;
-esac
-HERE=$(cd "$(dirname "$0")" && pwd)
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/infllm-hostile.XXXXXX") || exit 1
-trap 'rm -rf "$TMP"' EXIT
-trap 'exit 130' INT TERM
+SETUP_NAME=hostile
+. "$(dirname "$0")/tool_test_setup.sh"
 cd "$TMP" || exit 1
 
 PASSED=0
