@@ -365,24 +365,8 @@ __global__ void __launch_bounds__(NW * 32) attn_mma(struct attn_params p) {
                     }
                 mma_pb_16x64<T, D>(O, S, kt, PITCH, lane); /* dQ += dS K */
             } else {
-            mxa = fmaxf(mxa, __shfl_xor_sync(0xffffffffu, mxa, 1));
-            mxa = fmaxf(mxa, __shfl_xor_sync(0xffffffffu, mxa, 2));
-            mxb = fmaxf(mxb, __shfl_xor_sync(0xffffffffu, mxb, 1));
-            mxb = fmaxf(mxb, __shfl_xor_sync(0xffffffffu, mxb, 2));
-            const float na = fmaxf(m_a, mxa), nb_ = fmaxf(m_b, mxb);
-            const float ba = na == -INFINITY ? 0.f : na, bb = nb_ == -INFINITY ? 0.f : nb_;
-            const float ca = fast_exp2(m_a - ba), cb = fast_exp2(m_b - bb);
-            m_a = na, m_b = nb_;
-            float sa = 0.f, sb = 0.f;
-#pragma unroll
-            for (int nt = 0; nt < 8; nt++) {
-                S[nt][0] = fast_exp2(S[nt][0] - ba), S[nt][1] = fast_exp2(S[nt][1] - ba);
-                S[nt][2] = fast_exp2(S[nt][2] - bb), S[nt][3] = fast_exp2(S[nt][3] - bb);
-                sa += S[nt][0] + S[nt][1];
-                sb += S[nt][2] + S[nt][3];
-            }
-            l_a = l_a * ca + sa;
-            l_b = l_b * cb + sb;
+            float ca, cb;
+            online_softmax_unit(reinterpret_cast<float(&)[32]>(S), mxa, mxb, m_a, m_b, l_a, l_b, ca, cb);
 #pragma unroll
             for (int x = 0; x < D / 8; x++) O[x][0] *= ca, O[x][1] *= ca, O[x][2] *= cb, O[x][3] *= cb;
             mma_pb_16x64<T, D>(O, S, vt, PITCH, lane); /* O += P V */

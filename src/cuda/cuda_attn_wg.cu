@@ -237,26 +237,10 @@ __global__ void __launch_bounds__(WG_THREADS, 1)
                     if (e < 2) mxa = fmaxf(mxa, z);
                     else mxb = fmaxf(mxb, z);
                 }
-            mxa = fmaxf(mxa, __shfl_xor_sync(0xffffffffu, mxa, 1));
-            mxa = fmaxf(mxa, __shfl_xor_sync(0xffffffffu, mxa, 2));
-            mxb = fmaxf(mxb, __shfl_xor_sync(0xffffffffu, mxb, 1));
-            mxb = fmaxf(mxb, __shfl_xor_sync(0xffffffffu, mxb, 2));
-            const float na = fmaxf(m_a, mxa), nb = fmaxf(m_b, mxb);
-            const float ba = na == -INFINITY ? 0.f : na, bb = nb == -INFINITY ? 0.f : nb;
-            const float ca = fast_exp2(m_a - ba), cbb = fast_exp2(m_b - bb);
-            m_a = na, m_b = nb;
-            float sa = 0.f, sb = 0.f;
+            float ca, cb;
+            online_softmax_unit(S, mxa, mxb, m_a, m_b, l_a, l_b, ca, cb);
 #pragma unroll
-            for (int j = 0; j < 8; j++) {
-                S[4 * j + 0] = fast_exp2(S[4 * j + 0] - ba), S[4 * j + 1] = fast_exp2(S[4 * j + 1] - ba);
-                S[4 * j + 2] = fast_exp2(S[4 * j + 2] - bb), S[4 * j + 3] = fast_exp2(S[4 * j + 3] - bb);
-                sa += S[4 * j + 0] + S[4 * j + 1];
-                sb += S[4 * j + 2] + S[4 * j + 3];
-            }
-            l_a = l_a * ca + sa;
-            l_b = l_b * cbb + sb;
-#pragma unroll
-            for (int x = 0; x < D / 8; x++) O[4 * x] *= ca, O[4 * x + 1] *= ca, O[4 * x + 2] *= cbb, O[4 * x + 3] *= cbb;
+            for (int x = 0; x < D / 8; x++) O[4 * x] *= ca, O[4 * x + 1] *= ca, O[4 * x + 2] *= cb, O[4 * x + 3] *= cb;
             uint32_t pf[4][4]; /* P as A fragments, 16 keys per step */
 #pragma unroll
             for (int kk = 0; kk < 4; kk++) {

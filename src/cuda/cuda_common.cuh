@@ -272,6 +272,34 @@ __device__ __forceinline__ void mma_pb_16x64(float (&out)[D / 8][4], const float
     }
 }
 
+/* The online-softmax step of the tensor-core forward kernels over one 64-key unit, for the two
+ * rows a lane holds: s[4j + e] are the unit's scores in log2 units (-inf where masked; e < 2 row
+ * a, else row b), mxa / mxb this lane's maxima of them. The row maxima are taken over the row's 4
+ * lanes; s becomes P = 2^(s - m) with m the new running maxima (m_a, m_b; a row that has seen no
+ * key keeps -inf, and its P is 0); l_a / l_b (this lane's part of the sums) become l c + sum P;
+ * ca / cb receive the factors c = 2^(m_old - m) by which the rows' O must be scaled. */
+__device__ __forceinline__ void online_softmax_unit(float (&s)[32], float mxa, float mxb, float &m_a, float &m_b,
+                                                    float &l_a, float &l_b, float &ca, float &cb) {
+    mxa = fmaxf(mxa, __shfl_xor_sync(0xffffffffu, mxa, 1));
+    mxa = fmaxf(mxa, __shfl_xor_sync(0xffffffffu, mxa, 2));
+    mxb = fmaxf(mxb, __shfl_xor_sync(0xffffffffu, mxb, 1));
+    mxb = fmaxf(mxb, __shfl_xor_sync(0xffffffffu, mxb, 2));
+    const float na = fmaxf(m_a, mxa), nb = fmaxf(m_b, mxb);
+    const float ba = na == -INFINITY ? 0.f : na, bb = nb == -INFINITY ? 0.f : nb;
+    ca = fast_exp2(m_a - ba), cb = fast_exp2(m_b - bb);
+    m_a = na, m_b = nb;
+    float sa = 0.f, sb = 0.f;
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+        s[4 * j + 0] = fast_exp2(s[4 * j + 0] - ba), s[4 * j + 1] = fast_exp2(s[4 * j + 1] - ba);
+        s[4 * j + 2] = fast_exp2(s[4 * j + 2] - bb), s[4 * j + 3] = fast_exp2(s[4 * j + 3] - bb);
+        sa += s[4 * j + 0] + s[4 * j + 1];
+        sb += s[4 * j + 2] + s[4 * j + 3];
+    }
+    l_a = l_a * ca + sa;
+    l_b = l_b * cb + sb;
+}
+
 /* The epilogue of the tensor-core forward kernels (attn_mma, attn_wg): a lane holds rows ra and rb
  * of the tile (token r / G, head r % G) as o[4x + e] over D/8 column tiles (mma.sync's fragment
  * layout: e < 2 row ra, else rb; column 8x + 2 (lane % 4) + (e & 1)), their running maxima in
