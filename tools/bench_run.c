@@ -187,6 +187,19 @@ static struct views make_views(struct bench *b, int inputs, int64_t n, int64_t t
     return w;
 }
 
+/* A result row of op on inputs with n keys and tq queries, its times still unset (append -1:
+ * only the cache op measures it, and sets it). */
+static struct result result_start(int op, int inputs, int64_t n, int64_t tq) {
+    struct result r;
+    memset(&r, 0, sizeof r);
+    r.op        = op;
+    r.inputs    = inputs;
+    r.n_keys    = n;
+    r.n_queries = tq;
+    r.append_s  = -1;
+    return r;
+}
+
 int bench_run_forward(struct bench *b, int op, int inputs, int64_t n, int idx, int total) {
     const int64_t tq = op == OP_DECODE ? 1 : b->chunk;
     const int     nr = op == OP_DECODE ? 5 : 3;
@@ -195,14 +208,8 @@ int bench_run_forward(struct bench *b, int op, int inputs, int64_t n, int idx, i
              bench_input_names[inputs]);
     bench_progress(1, "%s ...", what);
     struct views  w = make_views(b, inputs, n, tq);
-    struct result r;
-    memset(&r, 0, sizeof r);
-    r.op        = op;
-    r.inputs    = inputs;
-    r.n_keys    = n;
-    r.n_queries = tq;
-    r.append_s  = -1;
-    int rc;
+    struct result r = result_start(op, inputs, n, tq);
+    int           rc;
     if ((rc = measure(b, &w, J_DENSE, nr, what, &r.dense_s, &r.dense_runs))) return rc;
     if ((rc = measure(b, &w, J_SELECT, nr, what, &r.select_s, &r.select_runs))) return rc;
     if (w.has_c1) {
@@ -237,15 +244,9 @@ int bench_run_backward(struct bench *b, int inputs, int64_t n, int idx, int tota
         cli_error(b->cmd, "%s, forward: %s", what, ifl_ctx_errmsg(b->ctx));
         return CLI_FAILURE;
     }
-    struct result r;
-    memset(&r, 0, sizeof r);
-    r.op        = OP_BACKWARD;
-    r.inputs    = inputs;
-    r.n_keys    = n;
-    r.n_queries = tq;
-    r.select_s  = -1;
-    r.compress_s = -1;
-    r.append_s   = -1;
+    struct result r = result_start(OP_BACKWARD, inputs, n, tq);
+    r.select_s      = -1;
+    r.compress_s    = -1;
     int rc;
     if ((rc = measure(b, &w, J_DENSE_BWD, 3, what, &r.dense_s, &r.dense_runs))) return rc;
     if ((rc = measure(b, &w, J_SPARSE_BWD, 3, what, &r.attend_s, &r.attend_runs))) return rc;
@@ -379,12 +380,7 @@ static int cache_case(struct bench *b, struct ifl_kv_cache *const cache[2], int 
     t.lse = w.lse;
     t.sel = w.sel;
 
-    struct result r;
-    memset(&r, 0, sizeof r);
-    r.op          = OP_CACHE;
-    r.inputs      = inputs;
-    r.n_keys      = n;
-    r.n_queries   = 1;
+    struct result r = result_start(OP_CACHE, inputs, n, 1);
     r.select_s    = -1;
     r.compress_s  = -1;
     r.attend_s    = -1;
