@@ -502,6 +502,15 @@ int cuda_mma_operands(const struct cuda_state *cs, const struct ifl__problem *pb
            (!bwd || (pb->dout->dtype == dt && cuda_rows_aligned(pb->dout)));
 }
 
+int64_t cuda_attn_max_units(const struct ifl__problem *pb, int sparse) {
+    int64_t max_units = 0;
+    for (int64_t s = 0; s < pb->n_seqs; s++) {
+        const int64_t u = sparse ? pb->sel->shape[2] * ifl__ceil_div(pb->cfg.block_size, 64) : ifl__ceil_div(pb->seqs[s].nk, 64);
+        max_units       = u > max_units ? u : max_units;
+    }
+    return max_units;
+}
+
 /* attn_mma also needs G dividing 16 or a multiple of 16 (at most the tile's nw warps of 16 rows). */
 static int attn_fast(const struct cuda_state *cs, const struct ifl__problem *pb, int nw, int bwd) {
     return cuda_mma_operands(cs, pb, bwd) && (16 % pb->g == 0 || (pb->g % 16 == 0 && pb->g <= 16 * nw));
@@ -547,11 +556,7 @@ enum ifl_status cuda_attn_run(struct ifl_ctx *ctx, const struct ifl__problem *pb
         /* too few tiles to fill the device (decode, short chunks): split every tile's units over z blocks */
         int     z = 1;
         void   *po = NULL, *pml = NULL;
-        int64_t max_units = 0;
-        for (int64_t s = 0; s < pb->n_seqs; s++) {
-            int64_t u = sparse ? p.K * ifl__ceil_div(pb->cfg.block_size, 64) : ifl__ceil_div(pb->seqs[s].nk, 64);
-            max_units = u > max_units ? u : max_units;
-        }
+        const int64_t max_units = cuda_attn_max_units(pb, sparse);
         if (p.n_tiles * pb->hkv * 2 <= cs->n_sm && max_units >= 8) {
             int64_t zz = 2 * cs->n_sm / (p.n_tiles * pb->hkv), cap = ifl__ceil_div(max_units, 2);
             zz         = zz < cap ? zz : cap;

@@ -307,14 +307,11 @@ enum ifl_status cuda_attn_wg_try(struct ifl_ctx *ctx, const struct ifl__problem 
     if (cs->attn_impl == CUDA_ATTN_MMA || !cuda_mma_operands(cs, pb, 0) || 64 % pb->g != 0 || pb->k->shape[0] > INT32_MAX)
         return IFL_STATUS_OK;
     const int64_t tt = WG_ROWS / pb->g;
-    int64_t       n_tiles = 0, max_units = 0;
-    for (int64_t s = 0; s < pb->n_seqs; s++) {
-        n_tiles += ifl__ceil_div(pb->seqs[s].nq, tt);
-        const int64_t u = sparse ? pb->sel->shape[2] * ifl__ceil_div(pb->cfg.block_size, 64) : ifl__ceil_div(pb->seqs[s].nk, 64);
-        max_units       = u > max_units ? u : max_units;
-    }
+    int64_t       n_tiles = 0;
+    for (int64_t s = 0; s < pb->n_seqs; s++) n_tiles += ifl__ceil_div(pb->seqs[s].nq, tt);
     /* too few blocks to fill the device: the mma.sync kernel splits each tile's keys (decode) */
-    if (cs->attn_impl != CUDA_ATTN_WG && n_tiles * pb->hkv * 2 <= cs->n_sm && max_units >= 8) return IFL_STATUS_OK;
+    if (cs->attn_impl != CUDA_ATTN_WG && n_tiles * pb->hkv * 2 <= cs->n_sm && cuda_attn_max_units(pb, sparse) >= 8)
+        return IFL_STATUS_OK;
     if (n_tiles == 0 || n_tiles > 0x7fffffff) return IFL_STATUS_OK;
     CUtensorMap mk, mv;
     if (!wg_tmap(&mk, pb->k) || !wg_tmap(&mv, pb->v)) return IFL_STATUS_OK;

@@ -371,6 +371,10 @@ enum ifl_status cuda_attn_wg_try(struct ifl_ctx *ctx, const struct ifl__problem 
  * [Tq][Hq] pairs (LSE in log2 units, Di = <dO, O>) in the accumulation type (f64 for f64 inputs). */
 enum ifl_status cuda_attn_dq(struct ifl_ctx *ctx, const struct ifl__problem *pb, int sparse, const void *ld);
 
+/* cuda_attn.cu: the most 64-key units a query tile of pb walks (sparse: the selection width times
+ * the units per block; dense: the longest sequence's key tiles), for the split-K decision. */
+int64_t cuda_attn_max_units(const struct ifl__problem *pb, int sparse);
+
 /* cuda_attn.cu: 1 when the tensor's rows (and its start) are 16-byte aligned (cp.async). */
 int cuda_rows_aligned(const struct ifl_tensor *t);
 
