@@ -2,18 +2,20 @@
  *
  * cuda_attn_wg.cu -- stage 2 (sparse) and dense causal attention forward on Hopper's own machinery
  * (sm_90a): K/V tiles brought into shared memory by the tensor copy engine (TMA), products by
- * warpgroup matrix instructions (wgmma), a producer warp and two consumer warpgroups that meet at
- * mbarriers (FlashAttention-3's division of labour). Same results contract as attn_mma in cuda_attn.cu (online softmax in f32, P rounded to
- * the storage type before P.V, LSE = (m + log2 l) ln 2), for bf16/f16, D 64 or 128, G dividing 64.
+ * warpgroup matrix instructions (wgmma), a producer warpgroup and two consumer warpgroups that meet
+ * at mbarriers (FlashAttention-3's division of labour; setmaxnreg gives the consumers the producer's
+ * registers). Same results contract as attn_mma in cuda_attn.cu (online softmax in f32, P rounded
+ * to the storage type before P.V, LSE = (m + log2 l) ln 2), for bf16/f16, D 64 or 128, G dividing
+ * 64.
  *
  * A block owns 128 query rows of one KV head: row r is token r/G, head r%G of consecutive tokens,
  * so every K/V tile loaded serves the G heads of each token. Consumer warpgroup c holds rows
  * 64c..64c+63 (the M = 64 side of its products) with Q as register fragments, S and O as wgmma
  * accumulators.
  *
- *   producer (one warp)  walks the units of the block: dense, every 64-key tile up to the last
- *                        token; sparse, the union of its tokens' selections in ascending order
- *                        (one cursor per token, the least next block of any token is the next
+ *   producer (warp 0 of  walks the units of the block: dense, every 64-key tile up to the last
+ *   warpgroup 0; the     token; sparse, the union of its tokens' selections in ascending order
+ *   other 3 warps exit)  (one cursor per token, the least next block of any token is the next
  *                        unit). Per unit it writes the unit's first key, block end and which tokens
  *                        (and which consumer warpgroups) take part into the stage's slot, then has
  *                        TMA load the 64 K rows and 64 V rows of that KV head (one 64-column box
